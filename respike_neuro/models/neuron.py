@@ -1,0 +1,126 @@
+"""The one LIF neuron of the project, for every layer and every simulator.
+
+    v[t] = beta * v[t-1] + I[t]          (v[-1] = 0; state never crosses a segment)
+    s[t] = H(v[t] - theta)               (spike if v > theta)
+    v[t] <- v[t] * (1 - s[t])            (hard reset to 0 in the same step, reset detached)
+
+beta = 0.25, theta = 4/3 is the authors' spikingjelly neuron (v <- 0.25 v + 0.75 x, v >= 1).
+The backward pass uses the ATan surrogate  dS/dv = (alpha/2) / (1 + (pi/2 * alpha * (v - theta))^2).
+
+Two interchangeable implementations over a whole (T, ...) sequence:
+- `lif_sequence` (default, "fused"): a hand-written autograd Function. It loops over T in the
+  forward pass without building a graph and keeps only the pre-reset membrane (one tensor per
+  layer) for the backward recurrence; snnTorch keeps several tensors per timestep.
+- `SnnTorchLIF` ("snntorch"): snnTorch's `Leaky(reset_mechanism="zero", reset_delay=False)`
+  stepped over T. Its spikes are identical; its gradient differs in one respect: snnTorch
+  backpropagates through the reset (the spike in `mem - spk * mem` is not detached), while the
+  authors' spikingjelly neuron (detach_reset=True) and the fused version do not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def lif_step(
+    v: torch.Tensor, current: torch.Tensor, beta: float, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timestep, no gradient bookkeeping: returns (spikes, membrane after reset)."""
+    v = beta * v + current
+    spikes = (v > threshold).to(current.dtype)
+    return spikes, v * (1.0 - spikes)
+
+
+def atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Derivative of the ATan surrogate at x = v - theta."""
+    return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * x) ** 2)
+
+
+class _LIFSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current: torch.Tensor, beta: float, threshold: float, alpha: float) -> torch.Tensor:
+        v = torch.zeros_like(current[0])
+        spikes = torch.empty_like(current)
+        membrane = torch.empty_like(current)  # pre-reset membrane, all the backward pass needs
+        for t in range(current.shape[0]):
+            v = beta * v + current[t]
+            membrane[t] = v
+            spikes[t] = (v > threshold).to(current.dtype)
+            v = v * (1.0 - spikes[t])
+        ctx.save_for_backward(membrane)
+        ctx.constants = (beta, threshold, alpha)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        (membrane,) = ctx.saved_tensors
+        beta, threshold, alpha = ctx.constants
+        grad_current = torch.empty_like(grad_spikes)
+        grad_v = torch.zeros_like(grad_spikes[0])  # dL/dv[t] after reset, flowing back from t+1
+        for t in range(grad_spikes.shape[0] - 1, -1, -1):
+            spiked = membrane[t] > threshold
+            grad_h = grad_spikes[t] * atan_surrogate(membrane[t] - threshold, alpha)
+            grad_h = grad_h + torch.where(spiked, torch.zeros_like(grad_v), grad_v)
+            grad_current[t] = grad_h
+            grad_v = beta * grad_h
+        return grad_current, None, None, None
+
+
+def lif_sequence(current: torch.Tensor, *, beta: float, threshold: float, alpha: float = 2.0) -> torch.Tensor:
+    """Spikes (T, ...) for input currents (T, ...), state starting at zero."""
+    if current.dim() < 1 or current.shape[0] < 1:
+        raise ValueError(f"LIF input needs a leading time axis, got shape {tuple(current.shape)}")
+    return _LIFSequence.apply(current, beta, threshold, alpha)
+
+
+class LIF(nn.Module):
+    """Multi-step LIF over a (T, ...) tensor with the project's fused implementation."""
+
+    def __init__(self, *, beta: float, threshold: float, alpha: float = 2.0) -> None:
+        super().__init__()
+        self.beta, self.threshold, self.alpha = beta, threshold, alpha
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return lif_sequence(current, beta=self.beta, threshold=self.threshold, alpha=self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold:.4g}, alpha={self.alpha}"
+
+
+class SnnTorchLIF(LIF):
+    """The same neuron through snnTorch's Leaky, stepped over T (reference / cross-check)."""
+
+    def __init__(self, *, beta: float, threshold: float, alpha: float = 2.0) -> None:
+        super().__init__(beta=beta, threshold=threshold, alpha=alpha)
+        import snntorch
+        from snntorch import surrogate
+
+        self.leaky = snntorch.Leaky(
+            beta=beta,
+            threshold=threshold,
+            spike_grad=surrogate.atan(alpha=alpha),
+            reset_mechanism="zero",
+            reset_delay=False,
+            learn_beta=False,
+            learn_threshold=False,
+        )
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        mem = torch.zeros_like(current[0])
+        spikes = []
+        for t in range(current.shape[0]):
+            spk, mem = self.leaky(current[t], mem)
+            spikes.append(spk)
+        return torch.stack(spikes)
+
+
+def make_lif(backend: str, *, beta: float, threshold: float, alpha: float) -> LIF:
+    """Neuron factory: "fused" (default) or "snntorch"."""
+    if backend == "fused":
+        return LIF(beta=beta, threshold=threshold, alpha=alpha)
+    if backend == "snntorch":
+        return SnnTorchLIF(beta=beta, threshold=threshold, alpha=alpha)
+    raise ValueError(f"unknown LIF backend {backend!r}; use 'fused' or 'snntorch'")

@@ -1,0 +1,91 @@
+"""SNN branch: the spiking MS-ResNet (membrane shortcut) of ReSpike.
+
+Tensors are time-major, (T, N, C, H, W). Convolutions and BatchNorm are stateless, so time is
+folded into the batch for them (one big conv instead of T small ones; BN statistics shared over
+time, as in the authors' code); only the LIF neurons step through time.
+
+Block (MS-ResNet):  y = BN2(Conv2(LIF2(BN1(Conv1(LIF1(x)))))) + shortcut(x)
+The stream x is real-valued (the "membrane shortcut"); only conv inputs are spikes. The
+downsample shortcut is AvgPool2d(2) -> Conv1x1 -> BN on that real-valued stream. The stem is
+Conv3x3(stride 2) -> BN on the real-valued residual frames (direct coding, no LIF, no maxpool);
+stage 1 has stride 2 as well, so the stages run on the ANN's grid (56/28/14/7 at 224).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from respike_neuro.models.neuron import LIF
+
+NeuronFactory = Callable[[], LIF]
+
+
+def fold_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless (N, C, H, W) module to a (T, N, C, H, W) sequence."""
+    t, n = x.shape[:2]
+    y = module(x.reshape(t * n, *x.shape[2:]))
+    return y.reshape(t, n, *y.shape[1:])
+
+
+class ConvBN(nn.Sequential):
+    """Conv (no bias) + BatchNorm: the unit that BN folding turns into one biased conv."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class MSBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, *, neuron: NeuronFactory) -> None:
+        super().__init__()
+        self.lif1 = neuron()
+        self.conv1 = ConvBN(c_in, c_out, 3, stride)
+        self.lif2 = neuron()
+        self.conv2 = ConvBN(c_out, c_out, 3)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            pool = nn.AvgPool2d(stride) if stride != 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, ConvBN(c_in, c_out, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = fold_time(self.conv1, self.lif1(x))
+        out = fold_time(self.conv2, self.lif2(out))
+        return out + (x if self.shortcut is None else fold_time(self.shortcut, x))
+
+
+class MSResNet(nn.Module):
+    """Stem + four stages of MS-ResNet blocks; each stage is callable on its own (for fusion)."""
+
+    def __init__(
+        self,
+        *,
+        width: int = 64,
+        blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
+        neuron: NeuronFactory,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.channels = tuple(width * m for m in (1, 2, 4, 8))
+        self.stem = ConvBN(in_channels, width, 3, stride=2)
+        stages, c_in = [], width
+        for c_out, n_blocks in zip(self.channels, blocks, strict=True):
+            layer = [MSBlock(c_in, c_out, 2, neuron=neuron)]
+            layer += [MSBlock(c_out, c_out, 1, neuron=neuron) for _ in range(n_blocks - 1)]
+            stages.append(nn.Sequential(*layer))
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
+
+    def forward_stem(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, N, 3, H, W) real-valued frames -> (T, N, width, H/2, W/2)."""
+        return fold_time(self.stem, frames)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(frames)
+        for stage in self.stages:
+            x = stage(x)
+        return x

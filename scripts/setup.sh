@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build .venv from nothing (or bring it up to date). Idempotent: quick when nothing changed.
+# CPU machines get torch 2.13.0+cpu from the local wheel; CUDA machines get PyPI's CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+VENV=.venv
+PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+stamp="$VENV/.respike-setup"
+want=$(cat pyproject.toml scripts/setup.sh scripts/patch_site.py | sha256sum | cut -c1-16)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" scripts/check_env.py >/dev/null 2>&1; then
+    echo "setup: .venv up to date"
+    exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither|^$" || true; test "${PIPESTATUS[0]}" -eq 0; }
+
+echo "setup: torch + torchvision"
+quiet $PIP install -q "torch==2.13.0" "torchvision==0.28.0"
+echo "setup: respike-neuro and its dependencies"
+quiet $PIP install -q -e ".[dev]"
+echo "setup: lava-nc 0.10.0 + lava-dl 0.6.0 (no-deps: their metadata predates Python 3.11)"
+quiet $PIP install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
+"$VENV/bin/python" scripts/patch_site.py
+"$VENV/bin/python" scripts/check_env.py 2>&1 | grep -v -i prophesee
+echo "$want" > "$stamp"
