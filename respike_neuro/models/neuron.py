@@ -107,6 +107,9 @@ class SnnTorchLIF(LIF):
             learn_beta=False,
             learn_threshold=False,
         )
+        # keep checkpoints interchangeable between backends: snnTorch's constants stay out of them
+        for name, buffer in list(self.leaky.named_buffers(recurse=False)):
+            self.leaky.register_buffer(name, buffer, persistent=False)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         mem = torch.zeros_like(current[0])

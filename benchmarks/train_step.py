@@ -1,0 +1,146 @@
+"""Time per training step and peak memory of ReSpike for one configuration.
+
+    python benchmarks/train_step.py --batch 1 --frames 16 --resolution 224 --ann resnet18
+    python benchmarks/train_step.py --lif-backend snntorch      # snnTorch's Leaky instead of the fused LIF
+    python benchmarks/train_step.py --per-timestep   # the authors' execution, a timestep at a time
+
+Each configuration should run in a fresh process (peak RSS is per process). `--per-timestep`
+reproduces how the authors' code executes the same network: every timestep runs the stem, the
+stages and the fusions separately (batch of B*N), with stateful neurons carried across the loop,
+instead of folding time into the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import torch
+
+from respike_neuro.config import ModelConfig
+from respike_neuro.models.hybrid import ReSpike, branch_frames
+
+
+def per_timestep_logits(model: ReSpike, clip: torch.Tensor) -> torch.Tensor:
+    """The authors' loop order: for t in timesteps: stem -> stage1 -> fusion1 -> ... (stateful LIFs)."""
+    cfg = model.cfg
+    b = clip.shape[0]
+    key = branch_frames(clip, cfg.stride, cfg.inputs, "ann").flatten(0, 2)
+    res = branch_frames(clip, cfg.stride, cfg.inputs, "snn").flatten(0, 1).transpose(0, 1)
+    feats = model.encode_ann(key)
+    state: dict[int, torch.Tensor] = {}
+
+    def lif(module, x):  # one timestep of a neuron, gradient through the ATan surrogate
+        v = state.get(id(module), torch.zeros_like(x))
+        v = module.beta * v + x
+        spikes = _SpikeFn.apply(v - module.threshold, module.alpha)
+        state[id(module)] = v * (1 - spikes.detach())
+        return spikes
+
+    outs = []
+    for t in range(res.shape[0]):
+        x = model.snn.stem(res[t])
+        for k, stage in enumerate(model.snn.stages):
+            for block in stage:
+                out = block.conv1(lif(block.lif1, x))
+                out = block.conv2(lif(block.lif2, out))
+                x = out + (x if block.shortcut is None else block.shortcut(x))
+            if model.fusions is not None:
+                x = model.fuse(k, x, feats[k])
+        outs.append(x)
+    snn_vec = torch.stack(outs).mean(0).mean((-2, -1))
+    return model.classify(feats[-1].mean((-2, -1)), snn_vec).view(b, -1, cfg.num_classes).mean(1)
+
+
+class _SpikeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (torch.pi / 2 * a * x) ** 2), None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--ann", default="resnet18")
+    p.add_argument("--snn-width", type=int, default=64)
+    p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
+    p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ModelConfig(
+        num_classes=101,
+        frames=args.frames,
+        stride=args.stride,
+        resolution=args.resolution,
+        ann=args.ann,
+        snn_width=args.snn_width,
+        lif_backend=args.lif_backend,
+    )
+    device = torch.device(args.device)
+    model = ReSpike(cfg).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(enabled=args.amp and device.type == "cuda")
+    clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
+    labels = torch.randint(0, 101, (args.batch,), device=device)
+    forward = (lambda c: per_timestep_logits(model, c)) if args.per_timestep else model
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=args.amp and device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(forward(clip), labels)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    result = {
+        "config": vars(args),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "s_per_step": sum(times) / len(times),
+        "clips_per_s": args.batch / (sum(times) / len(times)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.type == "cuda":
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["machine"] += f", {torch.cuda.get_device_name()}"
+    if args.json:
+        print(json.dumps(result))
+    else:
+        mode = f"time folded, LIF {args.lif_backend}"
+        if args.per_timestep:
+            mode = "per-timestep (authors' order)"
+        print(
+            f"{mode}: {result['s_per_step']:.3f} s/step, {result['clips_per_s']:.2f} clips/s, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB  [{result['machine']}]"
+        )
+
+
+if __name__ == "__main__":
+    main()
