@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--snn-width", type=int, default=64)
     p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,9 +100,13 @@ def main() -> None:
     )
     device = torch.device(args.device)
     model = ReSpike(cfg).to(device).train()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(enabled=args.amp and device.type == "cuda")
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
+    if args.channels_last:  # (B, T, C, H, W) with C innermost, so every frame is NHWC
+        clip = clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     labels = torch.randint(0, 101, (args.batch,), device=device)
     forward = (lambda c: per_timestep_logits(model, c)) if args.per_timestep else model
     times = []

@@ -40,33 +40,32 @@ def atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class _LIFSequence(torch.autograd.Function):
+    """Whole-sequence LIF. Only the pre-reset membrane h is kept; spikes are h > theta.
+
+    Forward:  h[t] = I[t] + beta * h[t-1] * (h[t-1] <= theta)
+    Backward: g[t] = dL/ds[t] * surrogate(h[t] - theta) + beta * (h[t] <= theta) * g[t+1],  dL/dI[t] = g[t]
+    (the reset is detached, so a neuron that spiked passes no gradient to its own past).
+    """
+
     @staticmethod
     def forward(ctx, current: torch.Tensor, beta: float, threshold: float, alpha: float) -> torch.Tensor:
-        v = torch.zeros_like(current[0])
-        spikes = torch.empty_like(current)
-        membrane = torch.empty_like(current)  # pre-reset membrane, all the backward pass needs
-        for t in range(current.shape[0]):
-            v = beta * v + current[t]
-            membrane[t] = v
-            spikes[t] = (v > threshold).to(current.dtype)
-            v = v * (1.0 - spikes[t])
+        membrane = current.clone()
+        for t in range(1, current.shape[0]):
+            prev = membrane[t - 1]
+            membrane[t].add_(torch.where(prev > threshold, 0.0, prev), alpha=beta)
         ctx.save_for_backward(membrane)
         ctx.constants = (beta, threshold, alpha)
-        return spikes
+        return (membrane > threshold).to(current.dtype)
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
         (membrane,) = ctx.saved_tensors
         beta, threshold, alpha = ctx.constants
-        grad_current = torch.empty_like(grad_spikes)
-        grad_v = torch.zeros_like(grad_spikes[0])  # dL/dv[t] after reset, flowing back from t+1
-        for t in range(grad_spikes.shape[0] - 1, -1, -1):
-            spiked = membrane[t] > threshold
-            grad_h = grad_spikes[t] * atan_surrogate(membrane[t] - threshold, alpha)
-            grad_h = grad_h + torch.where(spiked, torch.zeros_like(grad_v), grad_v)
-            grad_current[t] = grad_h
-            grad_v = beta * grad_h
-        return grad_current, None, None, None
+        grad = grad_spikes * atan_surrogate(membrane - threshold, alpha)
+        carry = (membrane <= threshold).to(grad.dtype).mul_(beta)
+        for t in range(grad.shape[0] - 2, -1, -1):
+            grad[t].addcmul_(carry[t], grad[t + 1])
+        return grad, None, None, None
 
 
 def lif_sequence(current: torch.Tensor, *, beta: float, threshold: float, alpha: float = 2.0) -> torch.Tensor:
