@@ -80,10 +80,11 @@ def main() -> None:
     p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
+    p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA)")
+    p.add_argument("--amp", action="store_true", help="autocast: fp16 + GradScaler on CUDA, bf16 on CPU")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -102,6 +103,7 @@ def main() -> None:
     model = ReSpike(cfg).to(device).train()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    model.checkpoint_activations = args.checkpoint_activations
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(enabled=args.amp and device.type == "cuda")
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
@@ -114,7 +116,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=args.amp and device.type == "cuda"):
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
             loss = torch.nn.functional.cross_entropy(forward(clip), labels)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

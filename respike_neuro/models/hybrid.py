@@ -18,6 +18,7 @@ from respike_neuro.config import ModelConfig
 from respike_neuro.data.clips import segment_clip, split_key_residual
 from respike_neuro.models.ann import ResNetStages
 from respike_neuro.models.fusion import CrossAttentionFusion
+from respike_neuro.models.memory import maybe_checkpoint
 from respike_neuro.models.neuron import make_lif
 from respike_neuro.models.snn import MSResNet
 
@@ -52,17 +53,23 @@ class ReSpike(nn.Module):
                 CrossAttentionFusion(c, c_ann, head_dim=cfg.attention_head_dim, pool=p)
                 for c, c_ann, p in zip(self.snn.channels, self.ann.channels, cfg.fusion_pool, strict=True)
             )
+        self.checkpoint_activations = False  # recompute blocks in backward (see models/memory.py)
         head_in = (self.ann.channels[-1] if self.ann else 0) + (self.snn.channels[-1] if self.snn else 0)
         self.head = nn.Linear(head_in, cfg.num_classes)
 
     # -- the pieces, also used one by one by the host side of the Lava bridge ---------------------
     def encode_ann(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """(M, 3, H, W) -> four stage feature maps (M, C_k, H_k, W_k)."""
-        return self.ann(frames)
+        x = maybe_checkpoint(self.checkpoint_activations, self.ann.stem, frames)
+        features = []
+        for stage in self.ann.stages:
+            x = maybe_checkpoint(self.checkpoint_activations, stage, x)
+            features.append(x)
+        return features
 
     def fuse(self, stage: int, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Stage-`stage` (0-based) fusion of an SNN map (M, C, h, w) with ANN features (M, C_ann, h', w')."""
-        return self.fusions[stage](x, context)
+        return maybe_checkpoint(self.checkpoint_activations, self.fusions[stage], x, context)
 
     def classify(self, ann_vec: torch.Tensor | None, snn_vec: torch.Tensor | None) -> torch.Tensor:
         """Per-sequence logits from pooled branch features (head input is [ANN, SNN])."""
@@ -95,7 +102,8 @@ class ReSpike(nn.Module):
             n, t = frames.shape[1:3]
             x = self.snn.forward_stem(frames.flatten(0, 1).transpose(0, 1))
             for k, stage in enumerate(self.snn.stages):
-                x = stage(x)
+                for block in stage:
+                    x = maybe_checkpoint(self.checkpoint_activations, block, x)
                 if self.fusions is not None:
                     context = self._context_per_step(ann_feats[k], f, t)
                     x = self.fuse(k, x.flatten(0, 1), context).view_as(x)

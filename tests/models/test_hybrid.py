@@ -74,7 +74,7 @@ def test_reference_shapes_per_stage():
         return hook
 
     for k, stage in enumerate(model.snn.stages):
-        stage.register_forward_hook(remember(k))
+        stage[-1].register_forward_hook(remember(k))
     with torch.no_grad():
         model(clip)
     # (T = s-1 timesteps, B * T/s segments, C, H, W): 56/28/14/7 like the ANN stages
@@ -152,3 +152,19 @@ def test_imagenet_weights_load_from_a_local_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="do not fit resnet18"):
         build_model(small(ann_weights=str(path)))
+
+
+def test_activation_checkpointing_changes_nothing_but_memory():
+    torch.manual_seed(0)
+    plain = build_model(small(resolution=32, snn_width=8)).train()
+    recomputed = build_model(small(resolution=32, snn_width=8)).train()
+    recomputed.load_state_dict(plain.state_dict())
+    recomputed.checkpoint_activations = True
+    clip = torch.randn(2, 8, 3, 32, 32) * 2
+    for model in (plain, recomputed):
+        model(clip).logsumexp(-1).sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    # BatchNorm statistics are updated once, not once more during the recomputation
+    for (name, a), b in zip(plain.named_buffers(), recomputed.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
