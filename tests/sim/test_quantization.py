@@ -22,8 +22,10 @@ from respike_neuro.sim.quantization import (
 
 
 def test_modules_do_not_import_torch():
-    code = ("import sys; import respike_neuro.sim.quantization, respike_neuro.sim.resources; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; import respike_neuro.sim.quantization, respike_neuro.sim.resources; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -93,8 +95,9 @@ def test_lava_synapse_survives_lava_clip_and_truncation(bits):
     w = rng.normal(0, 1, size=(10, 20))
     fmt = fit_weights(w, bits)
     syn = fit_weights(w, bits).lava_synapse()
-    kept = truncate_weights(clip_weights(syn["weights"], SignMode.MIXED, num_bits=8), SignMode.MIXED,
-                            syn["num_weight_bits"])
+    kept = truncate_weights(
+        clip_weights(syn["weights"], SignMode.MIXED, num_bits=8), SignMode.MIXED, syn["num_weight_bits"]
+    )
     np.testing.assert_array_equal(kept, syn["weights"])
     np.testing.assert_array_equal(syn["weights"] * 2.0 ** syn["weight_exp"], fmt.dequantized())
 

@@ -17,8 +17,15 @@ def lif(shape):
 
 
 def conv(c_in, c_out, k, stride=1, pad=1, hw=None):
-    return nir.Conv2d(input_shape=hw, weight=np.ones((c_out, c_in, k, k)) * 0.1, stride=stride, padding=pad,
-                      dilation=1, groups=1, bias=np.zeros(c_out))
+    return nir.Conv2d(
+        input_shape=hw,
+        weight=np.ones((c_out, c_in, k, k)) * 0.1,
+        stride=stride,
+        padding=pad,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(c_out),
+    )
 
 
 def tiny_graph(steps=3):
@@ -31,9 +38,14 @@ def tiny_graph(steps=3):
         "layer1.0.out": nir.Scale(np.ones((3, 4, 4))),
         "stage1_out": nir.Output(np.array([3, 4, 4])),
     }
-    edges = [("residual_in", "stem.conv"), ("stem.conv", "layer1.0.lif1"), ("stem.conv", "layer1.0.out"),
-             ("layer1.0.lif1", "layer1.0.conv1"), ("layer1.0.conv1", "layer1.0.out"),
-             ("layer1.0.out", "stage1_out")]
+    edges = [
+        ("residual_in", "stem.conv"),
+        ("stem.conv", "layer1.0.lif1"),
+        ("stem.conv", "layer1.0.out"),
+        ("layer1.0.lif1", "layer1.0.conv1"),
+        ("layer1.0.conv1", "layer1.0.out"),
+        ("layer1.0.out", "stage1_out"),
+    ]
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"timesteps_per_segment": steps})
 
 
@@ -90,13 +102,25 @@ def block_graph(c, hw, hybrid):
         nodes[f"{p}.lif2"] = lif((cout, size, size))
         nodes[f"{p}.conv2"] = conv(cout, cout, 3, hw=(size, size))
         nodes[f"{p}.out"] = nir.Scale(np.ones((cout, size, size)))
-        edges.extend([(src, f"{p}.lif1"), (f"{p}.lif1", f"{p}.conv1"), (f"{p}.conv1", f"{p}.lif2"),
-                      (f"{p}.lif2", f"{p}.conv2"), (f"{p}.conv2", f"{p}.out")])
+        edges.extend(
+            [
+                (src, f"{p}.lif1"),
+                (f"{p}.lif1", f"{p}.conv1"),
+                (f"{p}.conv1", f"{p}.lif2"),
+                (f"{p}.lif2", f"{p}.conv2"),
+                (f"{p}.conv2", f"{p}.out"),
+            ]
+        )
         if down:
             nodes[f"{p}.shortcut.pool"] = nir.AvgPool2d(np.array([2, 2]), np.array([2, 2]), np.array([0, 0]))
             nodes[f"{p}.shortcut.conv"] = conv(cin, cout, 1, pad=0, hw=(size, size))
-            edges.extend([(src, f"{p}.shortcut.pool"), (f"{p}.shortcut.pool", f"{p}.shortcut.conv"),
-                          (f"{p}.shortcut.conv", f"{p}.out")])
+            edges.extend(
+                [
+                    (src, f"{p}.shortcut.pool"),
+                    (f"{p}.shortcut.pool", f"{p}.shortcut.conv"),
+                    (f"{p}.shortcut.conv", f"{p}.out"),
+                ]
+            )
         else:
             edges.append((src, f"{p}.out"))
         return f"{p}.out"
@@ -138,8 +162,10 @@ def test_downsample_shortcut_counts():
 def test_core_estimate_monotone_in_size():
     small = Loihi2Limits(synaptic_bits_per_core=64 * 1024 * 8)
     for sharing in (True, False):
-        cores = [loihi2_report(block_graph(c, hw, True), weight_sharing=sharing, limits=small).totals["cores"]
-                 for c, hw in [(2, 8), (4, 8), (4, 16), (16, 32), (64, 64)]]
+        cores = [
+            loihi2_report(block_graph(c, hw, True), weight_sharing=sharing, limits=small).totals["cores"]
+            for c, hw in [(2, 8), (4, 8), (4, 16), (16, 32), (64, 64)]
+        ]
         assert cores == sorted(cores) and cores[-1] > cores[0], (sharing, cores)
     big = loihi2_report(block_graph(64, 64, True)).node("layer1.0.lif1")
     assert big.cores == 64 * 64 * 64 // 8192
@@ -153,8 +179,9 @@ def test_bad_graph_input():
     with pytest.raises(TypeError, match="nir.NIRGraph"):
         loihi2_report({"nodes": {}})
     g = tiny_graph()
-    g.nodes["layer1.0.lif1"] = nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3),
-                                           v_leak=np.zeros(3), v_threshold=np.ones(3))
+    g.nodes["layer1.0.lif1"] = nir.CubaLIF(
+        tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)
+    )
     with pytest.raises(ValueError, match="'layer1.0.lif1'.*CubaLIF"):
         loihi2_report(g)
     g = tiny_graph()

@@ -1,0 +1,225 @@
+"""Vectorised numpy convolution kernels in Lava's layout, shared by the Lava ProcessModels and the
+numpy plan executor (so both compute bit-identical results).
+
+Layout: input x[X, Y, C_in] (Lava's WHC), Lava weight W[C_out, kX, kY, C_in/groups] holding a TRUE
+convolution (spatially flipped). Internally the flip is undone once, giving the correlation kernel
+K[bx, ay, ci, co], and
+    out[ox, oy, co] = sum_{bx, ay, ci} K[bx, ay, ci, co] * xpad[ox*sx + bx*dx, oy*sy + ay*dy, ci].
+Dense inputs use im2col + one GEMM (BLAS); binary spike inputs below a density threshold use the
+scatter form out = col2im(S @ K_cat) with S the sparse spike matrix, so cost scales with the spike
+count instead of the input size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+try:  # scipy ships with Lava; the sparse path is skipped without it
+    from scipy import sparse as _sparse
+except ImportError:  # pragma: no cover
+    _sparse = None
+
+
+def _pair(v) -> tuple[int, int]:
+    a = np.asarray(v, dtype=int).reshape(-1)
+    if a.size == 1:
+        return int(a[0]), int(a[0])
+    if a.size != 2:
+        raise ValueError(f"expected an int or a pair, got {v!r}")
+    return int(a[0]), int(a[1])
+
+
+def conv_output_shape(input_shape, c_out: int, kernel, stride, padding, dilation) -> tuple[int, int, int]:
+    """Output shape (X, Y, C_out) of a convolution in Lava's layout."""
+    kx, ky = _pair(kernel)
+    sx, sy = _pair(stride)
+    px, py = _pair(padding)
+    dx, dy = _pair(dilation)
+    x, y = int(input_shape[0]), int(input_shape[1])
+    ox = (x + 2 * px - dx * (kx - 1) - 1) // sx + 1
+    oy = (y + 2 * py - dy * (ky - 1) - 1) // sy + 1
+    if ox < 1 or oy < 1:
+        raise ValueError(f"convolution leaves no output for input {tuple(input_shape)} and kernel {(kx, ky)}")
+    return ox, oy, int(c_out)
+
+
+class ConvKernel:
+    """One convolution, precomputed for repeated per-timestep calls.
+
+    `sparse_threshold`: use the spike-scatter path when the input is binary and its density is below
+    this fraction (0 disables it).
+    """
+
+    def __init__(
+        self,
+        weight_lava: np.ndarray,
+        input_shape,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        sparse_threshold: float = 0.0,
+    ) -> None:
+        w = np.asarray(weight_lava, dtype=np.float64)
+        if w.ndim != 4:
+            raise ValueError(
+                f"Lava conv weight must be 4-D (C_out, kX, kY, C_in/groups), got shape {w.shape}"
+            )
+        self.c_out, self.kx, self.ky, self.cig = w.shape
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.c_in = self.input_shape[2]
+        self.groups = int(groups)
+        if self.cig * self.groups != self.c_in or self.c_out % self.groups:
+            raise ValueError(f"weight {w.shape} with groups={groups} does not fit input {self.input_shape}")
+        self.sx, self.sy = _pair(stride)
+        self.px, self.py = _pair(padding)
+        self.dx, self.dy = _pair(dilation)
+        self.output_shape = conv_output_shape(
+            self.input_shape,
+            self.c_out,
+            (self.kx, self.ky),
+            (self.sx, self.sy),
+            (self.px, self.py),
+            (self.dx, self.dy),
+        )
+        # correlation kernel K[bx, ay, ci, co]
+        k = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(1, 2, 3, 0))
+        self.k = k
+        self.depthwise = self.groups == self.c_in and self.cig == 1 and self.c_out == self.c_in
+        self.pointwise = self.kx == self.ky == 1 and self.px == self.py == 0 and self.groups == 1
+        self.sparse_threshold = float(sparse_threshold) if self.groups == 1 else 0.0
+        if self.groups == 1:
+            self.w_gemm = k.reshape(self.kx * self.ky * self.cig, self.c_out)
+            # scatter form: row ci holds all (bx, ay, co) taps of input channel ci
+            self.w_scatter = np.ascontiguousarray(k.transpose(2, 0, 1, 3)).reshape(self.cig, -1)
+        else:
+            g = self.groups
+            co_g = self.c_out // g
+            self.w_groups = [k[:, :, :, i * co_g : (i + 1) * co_g].reshape(-1, co_g) for i in range(g)]
+        x, y, c = self.input_shape
+        self._xpad = np.zeros((x + 2 * self.px, y + 2 * self.py, c))
+        ox, oy, _ = self.output_shape
+        # valid output/input index ranges per kernel tap for the scatter path
+        self._taps = []
+        for bx in range(self.kx):
+            rx = self._tap_range(bx, self.dx, self.px, self.sx, x, ox)
+            for ay in range(self.ky):
+                ry = self._tap_range(ay, self.dy, self.py, self.sy, y, oy)
+                if rx is not None and ry is not None:
+                    self._taps.append((bx, ay, rx, ry))
+
+    @staticmethod
+    def _tap_range(b: int, d: int, p: int, s: int, n_in: int, n_out: int):
+        """Output indices o with input index i = o*s + b*d - p inside [0, n_in)."""
+        off = b * d - p
+        lo = max(0, -(off // s) if off < 0 else 0)
+        while lo * s + off < 0:
+            lo += 1
+        hi = min(n_out - 1, (n_in - 1 - off) // s)
+        if hi < lo:
+            return None
+        return lo, hi, lo * s + off
+
+    def __call__(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != self.input_shape:
+            raise ValueError(f"conv input has shape {x.shape}, expected {self.input_shape}")
+        if binary and self.sparse_threshold > 0 and _sparse is not None:
+            nnz = np.count_nonzero(x)
+            if nnz == 0:
+                return np.zeros(self.output_shape)
+            if nnz < self.sparse_threshold * x.size:
+                return self._scatter(x)
+        if self.pointwise:
+            xs = x[:: self.sx, :: self.sy, :]
+            return (xs.reshape(-1, self.c_in) @ self.w_gemm).reshape(self.output_shape)
+        xp = self._pad(x)
+        if self.depthwise:
+            return self._depthwise(xp)
+        cols = self._im2col(xp)
+        if self.groups == 1:
+            return (cols @ self.w_gemm).reshape(self.output_shape)
+        ox, oy, _ = self.output_shape
+        cols = cols.reshape(ox * oy, self.kx * self.ky, self.c_in)
+        outs = [
+            cols[:, :, i * self.cig : (i + 1) * self.cig].reshape(ox * oy, -1) @ wg
+            for i, wg in enumerate(self.w_groups)
+        ]
+        return np.concatenate(outs, axis=1).reshape(self.output_shape)
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        if self.px == 0 and self.py == 0:
+            return x
+        xp = self._xpad
+        xp[self.px : self.px + x.shape[0], self.py : self.py + x.shape[1], :] = x
+        return xp
+
+    def _im2col(self, xp: np.ndarray) -> np.ndarray:
+        ox, oy, _ = self.output_shape
+        s0, s1, s2 = xp.strides
+        win = as_strided(
+            xp,
+            shape=(ox, oy, self.kx, self.ky, self.c_in),
+            strides=(s0 * self.sx, s1 * self.sy, s0 * self.dx, s1 * self.dy, s2),
+            writeable=False,
+        )
+        return win.reshape(ox * oy, self.kx * self.ky * self.c_in)
+
+    def _depthwise(self, xp: np.ndarray) -> np.ndarray:
+        ox, oy, c = self.output_shape
+        out = np.zeros((ox, oy, c))
+        for bx in range(self.kx):
+            for ay in range(self.ky):
+                x0, y0 = bx * self.dx, ay * self.dy
+                sl = xp[
+                    x0 : x0 + self.sx * (ox - 1) + 1 : self.sx, y0 : y0 + self.sy * (oy - 1) + 1 : self.sy, :
+                ]
+                out += sl * self.k[bx, ay, 0, :]
+        return out
+
+    def _scatter(self, x: np.ndarray) -> np.ndarray:
+        xi, yi, ci = x.shape
+        flat = x.reshape(xi * yi, ci)
+        rows, cols = np.nonzero(flat)
+        s = _sparse.csr_matrix((flat[rows, cols], (rows, cols)), shape=flat.shape)
+        taps = np.asarray(s @ self.w_scatter).reshape(xi, yi, self.kx, self.ky, self.c_out)
+        out = np.zeros(self.output_shape)
+        for bx, ay, (ox0, ox1, ix0), (oy0, oy1, iy0) in self._taps:
+            nx, ny = ox1 - ox0 + 1, oy1 - oy0 + 1
+            out[ox0 : ox1 + 1, oy0 : oy1 + 1, :] += taps[
+                ix0 : ix0 + self.sx * (nx - 1) + 1 : self.sx,
+                iy0 : iy0 + self.sy * (ny - 1) + 1 : self.sy,
+                bx,
+                ay,
+                :,
+            ]
+        return out
+
+
+INT24_MAX = (1 << 23) - 1
+
+
+def shift_round(acc: np.ndarray, exp: int) -> np.ndarray:
+    """Apply a Loihi-style weight exponent to an integer accumulator: << exp, or arithmetic >> -exp."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if exp >= 0:
+        return np.left_shift(acc, exp)
+    return np.right_shift(acc, -exp)
+
+
+def clamp_signed(values: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Saturate to a signed `bits`-wide integer; returns (clamped, number of saturated entries)."""
+    hi = (1 << (bits - 1)) - 1
+    lo = -hi
+    n = int(np.count_nonzero((values > hi) | (values < lo)))
+    return np.clip(values, lo, hi), n
+
+
+def fixed_conv(
+    kernel: ConvKernel, x_int: np.ndarray, weight_exp: int, binary: bool, bits: int = 24
+) -> tuple[np.ndarray, int]:
+    """Integer convolution with mantissa weights: exact in float64 (|terms| < 2^53), then shifted by the
+    layer exponent and saturated to `bits` (Loihi 2 synaptic accumulator)."""
+    acc = np.rint(kernel(np.asarray(x_int, dtype=np.float64), binary=binary)).astype(np.int64)
+    return clamp_signed(shift_round(acc, weight_exp), bits)

@@ -1,0 +1,252 @@
+"""Plan -> Lava processes and the ProcessModel choice for each (float or Loihi-2 fixed point).
+
+NIR node -> Lava process:
+  Input            Injector (host float) -> GradedRelay port (quantises to fixed point at the border)
+  Conv2d           lava.proc.conv.Conv (true convolution, WHC layout: W_lava = W[:, :, ::-1, ::-1].T(0,3,2,1))
+  AvgPool/SumPool  lava.proc.conv.Conv, depthwise (groups = C) with weights 1/k^2 or 1
+  LIF              lava.proc.lif.LIFReset(du=1, dv=1-beta, vth=theta, bias=folded conv bias); it resets u, v
+                   when its own logical timestep 0 arrives: reset_interval = T, reset_offset = (L+1) mod T
+                   (Lava counts time_step from 1), so state never leaks across segments
+  Scale (junction) GradedRelay: scale * (sum of inputs + carried conv biases)
+  Output           Extractor (one per port), optional Extractor per LIF for spike recording
+  (planner)        GradedDelay for delay-matched skip paths, GradedRelay '#bias' for biases with no neuron
+Models are chosen per process instance (exception_proc_model_map keyed by instance), which also spares
+Lava's compiler its directory scan for candidate models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
+from lava.proc.conv.process import Conv
+from lava.proc.io import utils as io_utils
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.proc.io.injector import Injector, PyLoihiInjectorModel
+from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
+from lava.proc.lif.process import LIFReset
+
+from respike_neuro.sim.plan import Plan, PlanError, Unit
+from respike_neuro.sim.procs.models import (
+    SPARSE_THRESHOLD_KEY,
+    FastConvModelFixed,
+    FastConvModelFloat,
+    PyGradedDelayFixed,
+    PyGradedDelayFloat,
+    PyGradedRelayFixed,
+    PyGradedRelayFloat,
+    PyTieModel,
+)
+from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
+
+MODES = ("float", "fixed")
+
+
+def to_lava(a: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> Lava's (X, Y, C) = (W, H, C)."""
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def from_lava(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def lava_conv_weight(w: np.ndarray) -> np.ndarray:
+    """PyTorch correlation kernel (C_out, C_in/g, kH, kW) -> Lava Conv weight (C_out, kW, kH, C_in/g)."""
+    return np.ascontiguousarray(np.asarray(w)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+
+
+@dataclass
+class LavaNetwork:
+    procs: dict[str, object]  # unit key -> process whose out-port carries the unit's stream
+    injectors: dict[str, Injector]
+    extractors: dict[str, Extractor]
+    spike_extractors: dict[str, Extractor]
+    model_map: dict = field(default_factory=dict)
+    run_cfg: object = None
+    anchor: object = None
+    n_processes: int = 0
+
+
+def _components(plan: Plan) -> int:
+    parent = {k: k for k in plan.units}
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k, u in plan.units.items():
+        for p in u.preds:
+            parent[find(p)] = find(k)
+    return len({find(k) for k in plan.units})
+
+
+def _out_port(proc):
+    return proc.a_out if isinstance(proc, Conv) else proc.s_out
+
+
+def _in_port(proc):
+    if isinstance(proc, Conv):
+        return proc.s_in
+    if isinstance(proc, Extractor):
+        return proc.in_port
+    return proc.a_in
+
+
+def build_network(
+    plan: Plan,
+    *,
+    timesteps: int,
+    mode: str = "float",
+    fast_models: bool = True,
+    record_spikes: bool = True,
+    fixed=None,
+    sparse_threshold: float = 0.1,
+    buffer_size: int = 4,
+) -> LavaNetwork:
+    """Create (unconnected-to-runtime) Lava processes for every plan unit, wired as the plan says."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "fixed" and fixed is None:
+        raise ValueError(
+            "mode='fixed' needs a fixed-point plan (respike_neuro.sim.fixed_point.plan_fixed_point)"
+        )
+    if mode == "fixed" and not fast_models:
+        raise ValueError(
+            "mode='fixed' needs fast_models=True: Lava's stock fixed-point Conv model ignores "
+            "weight_exp, so per-layer weight exponents would be silently dropped"
+        )
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    fx = mode == "fixed"
+    cfg = io_utils.ChannelConfig(
+        send_full=io_utils.SendFull.BLOCKING,
+        receive_empty=io_utils.ReceiveEmpty.BLOCKING,
+        receive_not_empty=io_utils.ReceiveNotEmpty.FIFO,
+    )
+    tied = _components(plan) > 1
+    net = LavaNetwork({}, {}, {}, {})
+    mm = net.model_map
+    tie = None
+    if tied:
+        tie = Tie(name="tie")
+        mm[tie] = PyTieModel
+    for key, u in plan.units.items():
+        shape = u.lava_shape
+        if u.kind == "input":
+            inj = Injector(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=key)
+            relay = GradedRelay(
+                shape=shape,
+                frac_bits=fixed.frac_bits[key] if fx else None,
+                quantize_input=fx,
+                tied=tied,
+                name=f"{key}#port",
+            )
+            inj.out_port.connect(relay.a_in)
+            if tie is not None:
+                tie.s_out.connect(relay.tie)
+            net.injectors[key] = inj
+            mm[inj] = PyLoihiInjectorModel
+            mm[relay] = PyGradedRelayFixed if fx else PyGradedRelayFloat
+            net.procs[key] = relay
+            continue
+        proc = _make_unit(u, plan, timesteps, fixed if fx else None, sparse_threshold, buffer_size, cfg,
+                          fast_models)
+        if u.kind == "output":
+            net.extractors[key] = proc
+            mm[proc] = PyLoihiExtractorModel
+        elif u.kind == "conv":
+            mm[proc] = (
+                (FastConvModelFixed if fx else FastConvModelFloat)
+                if fast_models
+                else (PyConvModelFixed if fx else PyConvModelFloat)
+            )
+        elif u.kind == "lif":
+            mm[proc] = PyLifResetModelBitAcc if fx else PyLifResetModelFloat
+        elif u.kind == "relay":
+            mm[proc] = PyGradedRelayFixed if fx else PyGradedRelayFloat
+        elif u.kind == "delay":
+            mm[proc] = PyGradedDelayFixed if fx else PyGradedDelayFloat
+        for p in u.preds:
+            _out_port(net.procs[p]).connect(_in_port(proc))
+        net.procs[key] = proc
+        if u.kind == "lif" and record_spikes:
+            ext = Extractor(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=f"{key}#spikes")
+            proc.s_out.connect(ext.in_port)
+            net.spike_extractors[key] = ext
+            mm[ext] = PyLoihiExtractorModel
+    net.run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fx else "floating_pt", exception_proc_model_map=mm)
+    net.anchor = next(iter(net.injectors.values()))
+    net.n_processes = len(mm)
+    return net
+
+
+def _make_unit(u: Unit, plan: Plan, timesteps: int, fixed, sparse_threshold: float, buffer_size: int, cfg,
+               fast_models: bool = True):
+    shape = u.lava_shape
+    if u.kind == "output":
+        return Extractor(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=u.key)
+    if u.kind == "conv":
+        c, h, w = u.in_shape
+        kw = dict(
+            input_shape=(w, h, c),
+            padding=(u.padding[1], u.padding[0]),
+            stride=(u.stride[1], u.stride[0]),
+            dilation=(u.dilation[1], u.dilation[0]),
+            groups=u.groups,
+            num_message_bits=0 if u.binary_input else 24,
+            name=u.key,
+        )
+        if fixed is None:
+            weight = u.weight
+            if not fast_models and u.groups > 127:
+                # Lava's stock model stores `groups` as int8: expand a depthwise kernel to a dense one
+                weight = np.zeros((u.weight.shape[0], c) + u.weight.shape[2:])
+                weight[np.arange(c), np.arange(c)] = u.weight[:, 0]
+                kw["groups"] = 1
+            proc = Conv(weight=lava_conv_weight(weight), **kw)
+        else:
+            q = fixed.convs[u.key]
+            proc = Conv(weight=lava_conv_weight(q.mantissa), weight_exp=q.weight_exp, num_weight_bits=8, **kw)
+        proc.proc_params[SPARSE_THRESHOLD_KEY] = float(sparse_threshold) if u.binary_input else 0.0
+        return proc
+    if u.kind == "lif":
+        offset = (u.latency + 1) % timesteps
+        if fixed is None:
+            return LIFReset(
+                shape=shape,
+                du=1.0,
+                dv=1.0 - u.beta,
+                vth=u.theta,
+                bias_mant=to_lava(u.bias),
+                reset_interval=timesteps,
+                reset_offset=offset,
+                name=u.key,
+            )
+        q = fixed.lifs[u.key]
+        return LIFReset(
+            shape=shape,
+            du=q.du,
+            dv=q.dv,
+            vth=q.vth,
+            bias_mant=to_lava(q.bias_mant),
+            bias_exp=to_lava(q.bias_exp),
+            reset_interval=timesteps,
+            reset_offset=offset,
+            name=u.key,
+        )
+    if u.kind == "relay":
+        if fixed is None:
+            return GradedRelay(shape=shape, bias=to_lava(u.bias), scale=to_lava(u.scale), name=u.key)
+        if not np.all(u.scale == 1.0):
+            raise PlanError(f"node {u.key!r}: fixed point supports Scale nodes with unit scale only")
+        return GradedRelay(
+            shape=shape, bias=to_lava(fixed.relay_bias[u.key]), frac_bits=fixed.frac_bits[u.key], name=u.key
+        )
+    if u.kind == "delay":
+        return GradedDelay(shape=shape, delay=u.delay, name=u.key)
+    raise PlanError(f"unit {u.key!r} has unknown kind {u.kind!r}")  # pragma: no cover

@@ -1,0 +1,462 @@
+"""Run a ReSpike spiking branch in Lava with the host in the loop.
+
+Scheduling / latency model. Lava steps are grouped in slots of T steps (T = timesteps per segment).
+Segment s of a call occupies slot s; a unit with latency L (see plan.py) processes logical step t of
+segment s at Lava step s*T + t + L, and every LIF resets itself at its own logical step 0, so segments
+pipeline back to back through the network without sharing state. A call with N segments runs
+(N + ceil(L_max / T)) * T Lava steps (the tail drains the pipeline and keeps slots aligned for the next
+call), e.g. 1 segment of T=3 through a 4-stage ResNet-18 (L_max = 17) takes 21 steps, 4 segments 30.
+
+Host ports: Output `stage{k}_out` carries logical step t at Lava step t + L(stage{k}_out); the host
+callback gets it during that very step and its answer is injected as `stage{k+1}_in` in the same step
+(the Injector blocks until the host sends, while the rest of the step proceeds), so the host adds no
+Lava steps. Per step the host walks the ports in topological order: send inputs, receive outputs
+(calling the host where an output feeds an input), then drain the spike recorders.
+
+Failures (exception in a host callback, bad shapes, Ctrl-C, a step that does not complete within
+`step_timeout`) stop the Lava runtime; if Lava cannot be stopped cleanly its processes are terminated.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from respike_neuro.sim.mapping import MODES, build_network, from_lava, to_lava
+from respike_neuro.sim.plan import Plan, build_plan
+
+HostFn = Callable[[int, int, np.ndarray], np.ndarray]
+BACKENDS = ("cpu", "loihi2")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested Lava backend is not installed."""
+
+
+@dataclass
+class SegmentResult:
+    """What one call returned, aligned to logical timesteps (index = segment * T + t)."""
+
+    outputs: dict[str, np.ndarray]  # port -> (N*T, C, H, W) float
+    spikes: dict[str, np.ndarray]  # LIF key -> (N*T, C, H, W) bool
+    host_inputs: dict[str, np.ndarray]  # host-fed port -> (N*T, C, H, W) what was injected
+    latency: dict[str, int]  # port -> Lava steps from logical step to port
+    timings: dict[str, float] = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)  # fixed mode: saturation counts, emulator cross-check
+
+    def spike_rates(self) -> dict[str, float]:
+        return {k: float(v.mean()) for k, v in self.spikes.items()}
+
+
+def _stage_of(port: str) -> int:
+    m = re.fullmatch(r"stage(\d+)_(?:out|in)", port)
+    return int(m.group(1)) if m else -1
+
+
+def loihi2_backend_available() -> bool:
+    """True when Intel's lava-loihi extension (NeuroCore process models, Loihi 2 compiler) is importable."""
+    try:
+        from lava.utils import loihi
+
+        return loihi.is_installed() and loihi.is_installed("lava.magma.core.model.nc")
+    except Exception:
+        return False
+
+
+def _loihi2_run_cfg(net):
+    """Loihi2HwCfg: NeuroCore models for Conv/LIFReset (lava-loihi), host-side models for the host ports
+    and the graded helper processes (they have no NeuroCore model in public Lava)."""
+    from lava.magma.core.run_configs import Loihi2HwCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.lif.process import LIFReset
+
+    keep = {p: m for p, m in net.model_map.items() if not isinstance(p, (Conv, LIFReset))}
+    return Loihi2HwCfg(select_tag="fixed_pt", exception_proc_model_map=keep)
+
+
+class LavaSpikingBranch:
+    """A NIR spiking branch compiled to Lava, run segment by segment with optional host callbacks.
+
+    graph: nir.NIRGraph or path. mode: "float" or "fixed" (Loihi 2 widths). backend: "cpu" (Lava's
+    Python simulation) or "loihi2" (Intel's proprietary backend; raises BackendUnavailable here).
+    fast_models: use the vectorised Conv models (False = Lava's stock scipy models).
+    timesteps: T per segment (default: graph metadata timesteps_per_segment).
+    calibration: for mode="fixed", {port: (T', C, H, W)} inputs for the float run that measures
+    activation ranges (default: N(0,1) inputs, seeded).
+    """
+
+    def __init__(
+        self,
+        graph,
+        *,
+        mode: str = "float",
+        backend: str = "cpu",
+        fast_models: bool = True,
+        timesteps: int | None = None,
+        record_spikes: bool = True,
+        dt: float | None = None,
+        feeds: dict[str, str] | None = None,
+        calibration: dict[str, np.ndarray] | None = None,
+        step_timeout: float = 60.0,
+        sparse_threshold: float = 0.1,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "loihi2" and not loihi2_backend_available():
+            raise BackendUnavailable(
+                "backend 'loihi2' needs Intel's proprietary Lava Loihi extension (lava-loihi) "
+                "and a Loihi 2 system; it is not installed here. Use backend='cpu'."
+            )
+        self.plan: Plan = build_plan(graph, dt=dt, feeds=feeds)
+        t_meta = self.plan.metadata.get("timesteps_per_segment")
+        if timesteps is None and t_meta is not None:
+            timesteps = int(np.asarray(t_meta).reshape(-1)[0])
+        if timesteps is None or int(timesteps) < 1:
+            raise ValueError(
+                "timesteps per segment unknown: the graph metadata has no timesteps_per_segment; "
+                "pass timesteps="
+            )
+        self.timesteps = int(timesteps)
+        self.mode, self.backend, self.fast_models = mode, backend, fast_models
+        self.step_timeout = float(step_timeout)
+        self.fixed = None
+        if mode == "fixed":
+            from respike_neuro.sim.fixed_point import plan_fixed_point
+
+            self.fixed = plan_fixed_point(self.plan, self.timesteps, calibration=calibration)
+        self.net = build_network(
+            self.plan,
+            timesteps=self.timesteps,
+            mode=mode,
+            fast_models=fast_models,
+            record_spikes=record_spikes,
+            fixed=self.fixed,
+            sparse_threshold=sparse_threshold,
+        )
+        if backend == "loihi2":
+            if mode != "fixed":
+                raise ValueError("backend 'loihi2' runs fixed point only: use mode='fixed'")
+            self.net.run_cfg = _loihi2_run_cfg(self.net)
+        self._started = False
+        self._closed = False
+        self._broken = False
+        self.startup_s = 0.0
+
+    # ----------------------------------------------------------------------------------------- ports
+    @property
+    def input_ports(self) -> list[str]:
+        return list(self.plan.inputs)
+
+    @property
+    def output_ports(self) -> list[str]:
+        return list(self.plan.outputs)
+
+    @property
+    def port_latency(self) -> dict[str, int]:
+        return {p: self.plan.port_latency(p) for p in self.plan.inputs + self.plan.outputs}
+
+    def steps_for(self, n_segments: int) -> int:
+        return (n_segments + math.ceil(self.plan.max_latency / self.timesteps)) * self.timesteps
+
+    # ------------------------------------------------------------------------------------- running
+    def run_segment(
+        self,
+        residual_frames: np.ndarray | None = None,
+        host: HostFn | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+    ) -> SegmentResult:
+        """One segment: residual_frames (T, 3, H, W); host(stage, t, stage_out) -> stage{k+1}_in."""
+        data = dict(inputs or {})
+        if residual_frames is not None:
+            data["residual_in"] = residual_frames
+        return self.run(data, host=host, n_segments=1)
+
+    def run_clip(
+        self,
+        residual_segments: np.ndarray,
+        host: HostFn | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+    ) -> SegmentResult:
+        """Several segments pipelined: residual_segments (N, T, 3, H, W); host t = segment*T + step."""
+        rs = np.asarray(residual_segments)
+        if rs.ndim != 5:
+            raise ValueError(f"residual_segments must be (N, T, 3, H, W), got shape {rs.shape}")
+        data = dict(inputs or {})
+        data["residual_in"] = rs.reshape((-1,) + rs.shape[2:])
+        return self.run(data, host=host, n_segments=rs.shape[0])
+
+    def run(
+        self, inputs: dict[str, np.ndarray], host: HostFn | None = None, n_segments: int = 1
+    ) -> SegmentResult:
+        """Core loop: inputs maps Input port -> (n_segments*T, C, H, W); host-fed ports may use `host`."""
+        if self._closed or self._broken:
+            raise RuntimeError(
+                "this LavaSpikingBranch is closed"
+                if self._closed
+                else "the Lava runtime was stopped after an earlier failure; build a new LavaSpikingBranch"
+            )
+        if host is not None and not callable(host):
+            raise TypeError(f"host must be callable(stage, t, array) -> array, got {type(host).__name__}")
+        n_log = int(n_segments) * self.timesteps
+        data = self._check_inputs(inputs, host, n_log)
+        self._ensure_started()
+        steps = self.steps_for(int(n_segments))
+        plan = self.plan
+        lat = {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}
+        outs = {o: np.zeros((n_log,) + plan.units[o].shape) for o in plan.outputs}
+        spikes = {k: np.zeros((n_log,) + plan.units[k].shape, dtype=bool) for k in self.net.spike_extractors}
+        host_in = {i: np.zeros((n_log,) + plan.units[i].shape) for i in plan.feeds if i not in data}
+        order = [k for k in plan.units if k in lat]
+        feeds_from = {o: i for i, o in plan.feeds.items() if i in host_in}
+        pending: dict[str, np.ndarray] = {}
+        zeros = {p: np.zeros(plan.units[p].lava_shape) for p in plan.inputs}
+        t0 = time.perf_counter()
+        anchor = self.net.anchor
+        from lava.magma.core.run_conditions import RunSteps
+
+        host_s = 0.0
+        try:
+            anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self.net.run_cfg)
+            for n in range(steps):
+                for port in order:
+                    t = n - lat[port]
+                    valid = 0 <= t < n_log
+                    if port in self.net.injectors:
+                        if port in host_in:
+                            x = pending.pop(port, None)
+                            msg = zeros[port] if x is None else x
+                        else:
+                            msg = to_lava(data[port][t]) if valid else zeros[port]
+                        self._send(self.net.injectors[port], msg)
+                    else:
+                        y = self._recv(self.net.extractors[port])
+                        y = self._decode(port, y)
+                        if valid:
+                            outs[port][t] = from_lava(y)
+                        tgt = feeds_from.get(port)
+                        if tgt is not None and valid and host is not None:
+                            h0 = time.perf_counter()
+                            x = self._call_host(host, port, t, outs[port][t], tgt)
+                            host_s += time.perf_counter() - h0
+                            host_in[tgt][t] = x
+                            pending[tgt] = to_lava(x)
+                for k, ext in self.net.spike_extractors.items():
+                    s = self._recv(ext)
+                    t = n - plan.units[k].latency
+                    if 0 <= t < n_log:
+                        spikes[k][t] = from_lava(s) > 0
+            anchor.wait()
+        except BaseException:
+            self._abort()
+            raise
+        wall = time.perf_counter() - t0
+        timings = {
+            "steps": float(steps),
+            "wall_s": wall,
+            "ms_per_step": 1e3 * wall / steps,
+            "host_callback_s": host_s,
+            "startup_s": self.startup_s,
+            "n_processes": float(self.net.n_processes),
+        }
+        res = SegmentResult(outs, spikes, host_in, {p: lat[p] for p in lat}, timings)
+        if self.fixed is not None:
+            res.quantization = self._shadow(data, res)
+        return res
+
+    def _shadow(self, data: dict[str, np.ndarray], res: SegmentResult) -> dict:
+        """Re-run the call in the numpy fixed-point emulator (same integer rules as the Lava models) to
+        count saturations, which Lava's stock LIF model cannot report, and check the two agree."""
+        from respike_neuro.sim.executor import run_plan
+
+        inputs = dict(data)
+        inputs.update(res.host_inputs)
+        em = run_plan(self.plan, inputs, self.timesteps, fixed=self.fixed)
+        same = all(np.array_equal(em.spikes[k], v) for k, v in res.spikes.items()) and all(
+            np.array_equal(em.outputs[o], v) for o, v in res.outputs.items()
+        )
+        return {
+            "saturation": em.saturation,
+            "saturated_total": int(sum(em.saturation.values())),
+            "bit_exact_with_emulator": bool(same),
+        }
+
+    def _check_inputs(self, inputs, host, n_log) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, dict):
+            raise TypeError(f"inputs must be a dict port -> array, got {type(inputs).__name__}")
+        plan = self.plan
+        out = {}
+        for port, arr in inputs.items():
+            if port not in plan.inputs:
+                raise ValueError(f"unknown input port {port!r}; the graph has {plan.inputs}")
+            a = np.asarray(arr, dtype=np.float64)
+            want = (n_log,) + plan.units[port].shape
+            if a.shape != want:
+                raise ValueError(f"input {port!r} has shape {a.shape}, expected {want} (timesteps, C, H, W)")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"input {port!r} contains NaN or inf")
+            out[port] = a
+        for port in plan.inputs:
+            if port in out:
+                continue
+            if port in plan.feeds and host is not None:
+                continue
+            raise ValueError(
+                f"no data for input port {port!r}: pass it in inputs"
+                + (" or give a host callback" if port in plan.feeds else "")
+            )
+        return out
+
+    def _call_host(self, host, port, t, y, target) -> np.ndarray:
+        x = host(_stage_of(port), t, y.copy())
+        x = np.asarray(x, dtype=np.float64)
+        want = self.plan.units[target].shape
+        if x.shape != want:
+            raise ValueError(
+                f"host callback for {port!r} at t={t} returned shape {x.shape}, {target!r} needs {want}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"host callback for {port!r} at t={t} returned NaN or inf")
+        return x
+
+    def _decode(self, port: str, y: np.ndarray) -> np.ndarray:
+        if self.fixed is None:
+            return np.asarray(y, dtype=np.float64)
+        src = self.plan.units[port].preds[0]
+        return np.asarray(y, dtype=np.float64) / 2.0 ** self.fixed.frac_bits[src]
+
+    # ------------------------------------------------------------------- channel I/O with timeouts
+    def _send(self, inj, msg: np.ndarray) -> None:
+        port = inj.in_port.external_pipe_csp_send_port
+        deadline = time.monotonic() + self.step_timeout
+        while not port.probe():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Lava did not accept input for {inj.name!r} within {self.step_timeout} s")
+            time.sleep(2e-4)
+        inj.send(msg)
+
+    def _recv(self, ext) -> np.ndarray:
+        port = ext.out_port.external_pipe_csp_recv_port
+        q = port._queue
+        deadline = time.monotonic() + self.step_timeout
+        while True:
+            with q.not_empty:
+                wait = min(0.5, max(deadline - time.monotonic(), 0.0))
+                ok = q.not_empty.wait_for(lambda: q._qsize() > 0, timeout=wait)
+            if ok:
+                return port.recv()
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no output from {ext.name!r} within {self.step_timeout} s (Lava step stuck)"
+                )
+
+    def _check_children(self) -> None:
+        """A ProcessModel that raised leaves its OS process dead while the others wait: report it."""
+        rt = self._runtime()
+        infra = getattr(rt, "_messaging_infrastructure", None)
+        for a in list(getattr(infra, "actors", []) or []):
+            try:
+                dead = not a.is_alive()
+            except ValueError:  # already closed
+                continue
+            if dead:
+                exc = a.exception
+                detail = f": {exc[0]!r}" if exc else ""
+                raise RuntimeError(f"a Lava process ({a.name}) died during the run{detail}")
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.net.anchor.create_runtime(run_cfg=self.net.run_cfg)
+        except BaseException:
+            self._abort()
+            raise
+        self._started = True
+        self.startup_s = time.perf_counter() - t0
+
+    def _runtime(self):
+        return getattr(self.net.anchor, "runtime", None) or getattr(self.net.anchor, "_runtime", None)
+
+    def _abort(self) -> None:
+        """Stop Lava after a failure; terminate its processes if a clean stop does not finish quickly."""
+        self._broken = True
+        rt = self._runtime()
+        if rt is not None:
+            # Lava processes may be blocked on host I/O mid-step, where a clean stop() never returns
+            self._kill(rt)
+
+    @staticmethod
+    def _kill(rt) -> None:
+        infra = getattr(rt, "_messaging_infrastructure", None)
+        actors = list(getattr(infra, "actors", []) or [])
+        for a in actors:
+            try:
+                if a.is_alive():
+                    a.terminate()
+            except Exception:
+                pass
+        for a in actors:  # reap them (Lava's SystemProcess.join takes no timeout: use Process.join)
+            try:
+                mp.Process.join(a, 5)
+                if a.is_alive():
+                    a.kill()
+                    mp.Process.join(a, 5)
+            except Exception:
+                pass
+        smm = getattr(infra, "smm", None)
+        if smm is not None:
+            try:
+                smm.shutdown()
+            except Exception:
+                pass
+        try:
+            rt._is_started = False
+            rt._is_running = False
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Stop the Lava runtime (idempotent); terminates its processes if a clean stop hangs."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started or self._broken:
+            return
+        done = threading.Event()
+
+        def _stop():
+            try:
+                self.net.anchor.stop()
+            finally:
+                done.set()
+
+        th = threading.Thread(target=_stop, daemon=True)
+        th.start()
+        if not done.wait(timeout=max(10.0, self.step_timeout)):
+            rt = self._runtime()
+            if rt is not None:
+                self._kill(rt)
+
+    def __enter__(self) -> LavaSpikingBranch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

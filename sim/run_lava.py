@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Run a ReSpike spiking branch (NIR file) alone in Lava; see `run_lava.py --help`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from respike_neuro.sim.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
