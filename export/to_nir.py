@@ -144,49 +144,13 @@ def write_atomic(graph, out: Path) -> None:
 
 
 def builtin_clip(cfg, seed: int = 0):
-    """One normalised clip (1, T, 3, H, W): the synthetic dataset's first clip when it exists, else a
-    seeded random clip whose frames drift smoothly (so residuals are small, like real ones)."""
-    import torch
+    """One normalised clip (1, T, 3, H, W) from the built-in synthetic test split."""
+    from respike_neuro.data.synthetic import SyntheticActions
 
-    try:
-        from respike_neuro.data import synthetic  # noqa: F401  (written by another engineer)
-
-        clip = _synthetic_clip(synthetic, cfg, seed)
-        if clip is not None:
-            return clip, "synthetic dataset"
-    except ImportError:
-        pass
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randn(1, 1, 3, cfg.resolution, cfg.resolution, generator=g)
-    drift = 0.3 * torch.randn(1, cfg.frames, 3, cfg.resolution, cfg.resolution, generator=g).cumsum(1)
-    return base + drift, f"random clip (seed {seed})"
-
-
-def _synthetic_clip(module, cfg, seed: int):
-    """First clip of the built-in synthetic dataset, if its API is one this script knows."""
-    import torch
-
-    from respike_neuro.data.clips import normalize_clip
-
-    for name in ("SyntheticActions", "SyntheticDataset", "SyntheticClips"):
-        cls = getattr(module, name, None)
-        if cls is None:
-            continue
-        try:
-            ds = cls(frames=cfg.frames, resolution=cfg.resolution, seed=seed)
-        except TypeError:
-            continue
-        item = ds[0]
-        clip = item[0] if isinstance(item, (tuple, list)) else item
-        clip = torch.as_tensor(clip, dtype=torch.float32)
-        if clip.dim() == 4 and clip.shape[1] != 3 and clip.shape[-1] == 3:
-            clip = clip.permute(0, 3, 1, 2)
-        if clip.dim() != 4 or clip.shape[1] != 3:
-            return None
-        if clip.max() > 1.5:
-            clip = clip / 255.0
-        return normalize_clip(clip).unsqueeze(0)
-    return None
+    ds = SyntheticActions(
+        split="test", num_clips=1, frames=cfg.frames, resolution=cfg.resolution, stride=cfg.stride, seed=seed
+    )
+    return ds[0][0].unsqueeze(0), f"synthetic test clip (seed {seed})"
 
 
 def validate(out: Path, model, cfg) -> list[str]:
