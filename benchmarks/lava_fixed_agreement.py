@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""Rung 5: fixed-point Lava (Loihi 2 widths) with the host in the loop vs the PyTorch model.
+
+    python benchmarks/lava_fixed_agreement.py runs/default/best.pt [--nir runs/default/model.nir]
+        [--clips 240] [--batch 16] [--calibration-clips 8] [--json out.json]
+
+Runs built-in synthetic test clips through HybridBridge(mode="fixed") and through the PyTorch model
+(float64, eval), and prints top-1 agreement, accuracy of both, per-layer spike agreement (fraction of
+(neuron, timestep) pairs with the same spike/no-spike) and spike rates, saturation counts, whether Lava
+matched the integer emulator bit for bit, the config, the machine and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lava_fixed_agreement.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", type=Path, help="training checkpoint")
+    p.add_argument("--nir", type=Path, default=None, help="its NIR export (default: export on the fly)")
+    p.add_argument("--clips", type=int, default=240, help="built-in test clips (default 240)")
+    p.add_argument("--batch", type=int, default=16, help="clips pipelined through Lava per run (default 16)")
+    p.add_argument(
+        "--calibration-clips", type=int, default=8, help="built-in training clips for fixed-point ranges"
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def measure(
+    checkpoint: Path,
+    nir: Path | None = None,
+    *,
+    clips: int = 240,
+    batch: int = 16,
+    calibration_clips: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Agreement of fixed-point Lava + host with the PyTorch model on `clips` built-in test clips."""
+    import numpy as np
+    import torch
+
+    from respike_neuro.bridge import HybridBridge
+    from respike_neuro.data.synthetic import SyntheticActions
+
+    if clips < 1 or batch < 1:
+        raise ValueError(f"--clips and --batch must be >= 1, got {clips}, {batch}")
+    t0 = time.perf_counter()
+    br = HybridBridge(checkpoint, nir, mode="fixed", calibration_clips=calibration_clips)
+    setup_s = time.perf_counter() - t0
+    with br:
+        cfg = br.cfg
+        seed = (br.state.get("train_config") or {}).get("data", {}).get("seed", 0)
+        ds = SyntheticActions(
+            split="test",
+            num_clips=clips,
+            frames=cfg.frames,
+            resolution=cfg.resolution,
+            seed=seed if isinstance(seed, int) else 0,
+        )
+        same = correct_lava = correct_torch = 0
+        flips: dict[str, int] = {}
+        total: dict[str, int] = {}
+        rate_l: dict[str, float] = {}
+        rate_t: dict[str, float] = {}
+        saturated, bit_exact, max_dlogit = 0, True, 0.0
+        run_s = ref_s = 0.0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=clips, desc="fixed-point Lava", file=sys.stderr)
+        for start in range(0, clips, batch):
+            idx = range(start, min(start + batch, clips))
+            xs = torch.stack([ds[i][0] for i in idx])
+            labels = [ds.label_of(i) for i in idx]
+            t1 = time.perf_counter()
+            outs = br.run_clips(xs)
+            run_s += time.perf_counter() - t1
+            t1 = time.perf_counter()
+            refs = br.reference(xs)
+            ref_s += time.perf_counter() - t1
+            saturated += int(outs[0].quantization["saturated_total"])
+            bit_exact &= bool(outs[0].quantization["bit_exact_with_emulator"])
+            for y, r, ref in zip(labels, outs, refs, strict=True):
+                same += r.prediction == ref["prediction"]
+                correct_lava += r.prediction == y
+                correct_torch += ref["prediction"] == y
+                max_dlogit = max(max_dlogit, float(np.abs(r.logits - ref["logits"]).max()))
+                for k, s in r.spikes.items():
+                    flips[k] = flips.get(k, 0) + int((s != ref["spikes"][k]).sum())
+                    total[k] = total.get(k, 0) + s.size
+                    rate_l[k] = rate_l.get(k, 0.0) + float(s.sum())
+                    rate_t[k] = rate_t.get(k, 0.0) + float(ref["spikes"][k].sum())
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        fixed = br.spiking.fixed
+        return {
+            "checkpoint": str(checkpoint),
+            "nir": str(nir) if nir else "exported on the fly",
+            "model": cfg.to_dict(),
+            "clips": clips,
+            "batch": batch,
+            "calibration": fixed.calibration,
+            "top1_agreement": same / clips,
+            "accuracy_lava_fixed": correct_lava / clips,
+            "accuracy_pytorch": correct_torch / clips,
+            "max_abs_logit_difference": max_dlogit,
+            "spike_agreement": {k: 1.0 - flips[k] / total[k] for k in flips},
+            "spike_rate_lava": {k: rate_l[k] / total[k] for k in flips},
+            "spike_rate_pytorch": {k: rate_t[k] / total[k] for k in flips},
+            "saturated_values": saturated,
+            "lava_bit_exact_with_emulator": bit_exact,
+            "frac_bits": {k: v for k, v in fixed.frac_bits.items() if not k.endswith("#in")},
+            "timing_s": {
+                "setup": setup_s,
+                "calibration": br.calibration_s,
+                "lava_runs": run_s,
+                "pytorch": ref_s,
+            },
+            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{platform.python_implementation()} {platform.python_version()}, torch {torch.__version__}",
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        r = measure(
+            args.checkpoint,
+            args.nir,
+            clips=args.clips,
+            batch=args.batch,
+            calibration_clips=args.calibration_clips,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, RuntimeError, OSError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 1
+    m = r["model"]
+    print(
+        f"config: {r['checkpoint']} ({m['architecture']}, {m['frames']} frames {m['resolution']}px, width "
+        f"{m['snn_width']}, blocks {m['snn_blocks']}); NIR: {r['nir']}; {r['clips']} built-in test clips, "
+        f"{r['batch']} per Lava run; fixed-point calibration: {r['calibration']}"
+    )
+    print(f"machine: {r['machine']}")
+    print(
+        f"top-1 agreement fixed-point Lava vs PyTorch: {r['top1_agreement']:.2%} "
+        f"(accuracy: Lava fixed {r['accuracy_lava_fixed']:.2%}, PyTorch {r['accuracy_pytorch']:.2%}); "
+        f"max |logit difference| {r['max_abs_logit_difference']:.3f}"
+    )
+    print(f"{'LIF layer':<16} {'spike agreement':>16} {'rate Lava':>10} {'rate PyTorch':>13}")
+    for k, a in r["spike_agreement"].items():
+        print(f"{k:<16} {a:>16.4%} {r['spike_rate_lava'][k]:>10.4f} {r['spike_rate_pytorch'][k]:>13.4f}")
+    print(
+        f"saturated values: {r['saturated_values']}; Lava bit-exact with the integer emulator: "
+        f"{r['lava_bit_exact_with_emulator']}"
+    )
+    t = r["timing_s"]
+    print(
+        f"timing: setup {t['setup']:.1f} s (calibration {t['calibration']:.1f} s), Lava+host runs "
+        f"{t['lava_runs']:.1f} s ({1e3 * t['lava_runs'] / r['clips']:.0f} ms/clip), "
+        f"PyTorch {t['pytorch']:.1f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

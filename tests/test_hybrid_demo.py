@@ -1,0 +1,84 @@
+"""sim/hybrid_demo.py end to end (in-process) and its one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+demo = _load("hybrid_demo", ROOT / "sim" / "hybrid_demo.py")
+helpers = _load("bridge_test_helpers", ROOT / "tests" / "test_bridge.py")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return helpers.make_checkpoint(tmp_path_factory.mktemp("demo") / "best.pt")
+
+
+def _write_video(path: Path, frames: int, size=(40, 48)) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("mpeg4", rate=8)
+        st.width, st.height, st.pix_fmt = size[1], size[0], "yuv420p"
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, size=(size[0], size[1], 3), dtype=np.uint8)
+        for t in range(frames):
+            img = np.roll(base, 2 * t, axis=1)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+def test_demo_on_video_prints_matching_prediction_and_plots(ckpt, tmp_path, capsys):
+    nir_path = tmp_path / "model.nir"
+    export = _load("to_nir", ROOT / "export" / "to_nir.py")
+    assert export.main([str(ckpt), "-o", str(nir_path)]) == 0
+    video = tmp_path / "clip.mp4"
+    _write_video(video, 10)
+    png = tmp_path / "demo.png"
+    assert demo.main([str(ckpt), "--nir", str(nir_path), "--video", str(video), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("prediction"))
+    assert "(same)" in line, line
+    assert "layer4.0.lif2" in out and "layer1 total" in out and "cross-attention per stage" in out
+    assert "host <-> chip traffic per timestep: 3,968 values in" in out
+    assert png.stat().st_size > 10_000
+
+
+def test_demo_errors_are_one_line(ckpt, tmp_path, capsys):
+    short = tmp_path / "short.mp4"
+    _write_video(short, 3)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    notnir = tmp_path / "x.nir"
+    notnir.write_text("hello")
+    cases = [
+        (["--video", str(short)], "has 3 frame(s), the model needs 8"),
+        (["--video", str(junk)], "cannot decode"),
+        (["--nir", str(notnir)], "not a readable NIR file"),
+        (["--nir", str(tmp_path / "missing.nir")], "no such file"),
+        (["--index", "-1"], "--index must be >= 0"),
+    ]
+    for extra, msg in cases:
+        assert demo.main([str(ckpt), *extra]) == 1, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_bytes(b"PK\x03\x04garbage")
+    assert demo.main([str(bad_ckpt)]) == 1
+    assert "not a readable torch file" in capsys.readouterr().err
+    assert helpers.children() == []
