@@ -1,0 +1,219 @@
+"""Training CLI and loop on tiny configs: outputs, reproducibility, exact resume, config errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from respike_neuro.checkpoint import load_checkpoint, load_model
+from respike_neuro.config import VARIANTS
+from respike_neuro.train import ConfigError, build_run_config, lr_factor, main, make_parser, read_yaml, run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = dict(num_classes=12, frames=4, stride=2, resolution=32, snn_width=8, fusion_pool=[1, 1, 1, 1])
+
+
+def tiny(out: Path, **train) -> dict:
+    return {
+        "model": dict(TINY_MODEL),
+        "data": {"dataset": "synthetic", "train_clips": 8, "val_clips": 4, "test_clips": 4},
+        "train": {
+            "epochs": 1,
+            "batch_size": 4,
+            "lr": 0.02,
+            "out": str(out),
+            "progress": False,
+            "log_every_steps": 1,
+            "eval_batch_size": 8,
+            **train,
+        },
+    }
+
+
+def step_losses(out: Path) -> list[float]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["kind"] == "step"]
+
+
+def test_one_epoch_writes_outputs_and_repeats_exactly(tmp_path):
+    summaries = [run(build_run_config(tiny(tmp_path / name), source="test")) for name in ("a", "b")]
+    a = tmp_path / "a"
+    for name in (
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "config.yaml",
+        "test_results.json",
+        "confusion_test.png",
+    ):
+        assert (a / name).is_file(), name
+    records = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["step", "step", "epoch", "test"]
+    epoch = records[2]
+    for key in ("loss", "lr", "train_acc", "val_acc", "time", "clips_per_s"):
+        assert isinstance(epoch[key], float), key
+    assert summaries[0]["test"]["num_clips"] == 4 and summaries[0]["finished"]
+    model, ckpt = load_model(a / "best.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 2 and len(ckpt["class_names"]) == 12
+    assert ckpt["train_config"]["train"]["out"] == str(a)
+    # same config twice: same loss curve and same weights, bit for bit on CPU
+    assert step_losses(a) == step_losses(tmp_path / "b")
+    wa, wb = (load_checkpoint(tmp_path / n / "last.pt")["model"] for n in ("a", "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the resolved config written next to the run reloads to the same config
+    again = build_run_config(read_yaml(a / "config.yaml"), source="config.yaml")
+    assert again.to_dict() == build_run_config(tiny(a), source="test").to_dict()
+
+
+def snn_only(out: Path, **train) -> dict:
+    """E6 (SNN on residuals): the same loop without the ResNet-18, several times faster."""
+    return tiny(out, **train) | {"variant": "E6"}
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    run(build_run_config(snn_only(full, epochs=2), source="test"))
+    first = run(build_run_config(snn_only(part, epochs=2, max_steps=1), source="test"))  # stops mid-epoch 1
+    assert not first["finished"] and load_checkpoint(part / "last.pt")["epoch_step"] == 1
+    assert not (part / "test_results.json").exists()  # the test split is only run at the very end
+    # auto-resume (last.pt in out), stop mid-epoch 2
+    run(build_run_config(snn_only(part, epochs=2, max_steps=3), source="test"))
+    assert load_checkpoint(part / "last.pt")["step"] == 3
+    run(build_run_config(snn_only(part, epochs=2), source="test"))  # auto-resume to the end
+    assert step_losses(part) == step_losses(full)
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(_flat(a["optimizer"]), _flat(b["optimizer"])))
+    t_full = json.loads((full / "test_results.json").read_text())
+    t_part = json.loads((part / "test_results.json").read_text())
+    assert t_full["confusion"] == t_part["confusion"]
+
+
+def _flat(opt_state: dict) -> list[torch.Tensor]:
+    return [v for s in opt_state["state"].values() for v in s.values() if isinstance(v, torch.Tensor)]
+
+
+def test_resume_refuses_another_model(tmp_path):
+    run(build_run_config(snn_only(tmp_path, max_steps=1), source="test"))
+    other = snn_only(tmp_path)
+    other["model"]["snn_width"] = 16
+    with pytest.raises(ConfigError, match=r"cannot resume .*differs in \['snn_width'\]"):
+        run(build_run_config(other, source="test"))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = [lr_factor(s, total=10, warmup=2, schedule="cosine", min_ratio=0.1) for s in range(11)]
+    assert f[0] == pytest.approx(0.5) and f[1] == pytest.approx(1.0) and f[2] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(f[2:10], f[3:11]))
+    assert f[10] == pytest.approx(0.1)
+    assert lr_factor(7, total=10, warmup=0, schedule="constant", min_ratio=0.0) == 1.0
+
+
+def test_precedence_file_variant_cli(tmp_path):
+    values = tiny(tmp_path) | {"variant": "E8"}
+    cfg = build_run_config(values, {"train.epochs": 3, "model.snn_width": 4, "data.fold": 2}, source="f.yaml")
+    assert cfg.model.attention is False and cfg.model.architecture == "hybrid"  # from E8
+    assert cfg.model.snn_width == 4 and cfg.train.epochs == 3 and cfg.data.fold == 2
+    cli_variant = build_run_config(values, {"variant": "E1"}, source="f.yaml")
+    assert cli_variant.model.architecture == VARIANTS["E1"]["architecture"] and cli_variant.variant == "E1"
+    assert build_run_config(tiny(tmp_path), {"train.lr": "1e-4"}).train.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("values", "overrides", "pattern"),
+    [
+        ({"train": {"epoch": 3}}, {}, r"f\.yaml: unknown key\(s\) \['train\.epoch'\]"),
+        ({"model": {"width": 3}}, {}, r"f\.yaml: unknown key\(s\) \['model\.width'\]"),
+        ({}, {"train.epoch": 3}, r"unknown key\(s\) \['train\.epoch'\]"),
+        ({}, {"model.bogus": 3}, r"command line: unknown key\(s\) \['model\.bogus'\]"),
+        ({}, {"bogus": 3}, r"command line: unknown key 'bogus'"),
+        ({}, {"train.epochs": "three"}, r"train\.epochs must be int, got 'three'"),
+        ({}, {"data.cache": 1}, r"data\.cache must be bool"),
+        ({}, {"model.stride": 3}, r"frames=4 is not divisible by stride=3"),
+        ({}, {"variant": "E10"}, r"unknown variant 'E10'"),
+        ({}, {"train.amp": "fp8"}, r"train\.amp must be auto, off, fp16 or bf16"),
+        ({}, {"data.frames": 8}, r"data\.frames=8 differs from model\.frames=4"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, values, overrides, pattern):
+    base = tiny(tmp_path)
+    for section, entries in values.items():
+        base[section].update(entries)
+    with pytest.raises(ConfigError, match=pattern):
+        build_run_config(base, overrides, source="f.yaml")
+
+
+def test_cli_unknown_key_exits_nonzero_with_one_line(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(tmp_path) | {"train": {"epochz": 1}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "respike_neuro.train", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "bad.yaml" in proc.stderr and "train.epochz" in proc.stderr
+
+
+def test_cli_in_process_errors_and_help(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(tmp_path / "run")))
+    assert main(["--config", str(cfg), "--set", "train.batch_size=0"]) == 2
+    assert "train.batch_size must be >= 1" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "--set", "novalue"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    (tmp_path / "sec.yaml").write_text("trian: {epochs: 1}\n")
+    assert main(["--config", str(tmp_path / "sec.yaml")]) == 2
+    assert "unknown section(s) ['trian']" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    help_text = make_parser().format_help()
+    for flag in (
+        "--model.snn_width",
+        "--data.clips_per_video",
+        "--train.warmup_epochs",
+        "--train.sync_bn",
+        "--set",
+        "--resume",
+    ):
+        assert flag in help_text, flag
+    assert "GLOBAL batch per optimizer step" in help_text
+
+
+def test_cli_trains_and_prints_paths(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(tmp_path / "run")))
+    args = [
+        "--config",
+        str(cfg),
+        "--train.log_every_steps",
+        "0",
+        "--variant",
+        "E6",
+        "--set",
+        "data.cache=true",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test (4 videos" in out and str(tmp_path / "run" / "best.pt") in out
+    assert str(tmp_path / "run" / "metrics.jsonl") in out
+
+
+@pytest.mark.parametrize(
+    "name", ["default.yaml", "paper_ucf101.yaml", "paper_hmdb51.yaml", "paper_kinetics400.yaml"]
+)
+def test_shipped_configs_parse(name):
+    path = ROOT / "respike_neuro" / "configs" / name
+    cfg = build_run_config(read_yaml(path), source=str(path))
+    assert cfg.train.momentum == 0.9 and cfg.train.weight_decay == pytest.approx(1e-4)
+    assert cfg.train.schedule == "cosine"
