@@ -7,3 +7,10 @@ PY=.venv/bin/python
 
 echo "== 1/3 train a small hybrid on built-in synthetic actions ($out)"
 $PY -m respike_neuro.train --config respike_neuro/configs/default.yaml --out "$out"
+
+echo "== 2/3 export the spiking branch to NIR (BN folded, host ports) and validate it"
+$PY export/to_nir.py "$out/best.pt" -o "$out/model.nir" --validate
+
+echo "== 3/3 hybrid inference: ANN + cross-attention on the host, spiking branch in Lava (float)"
+$PY sim/hybrid_demo.py "$out/best.pt" --nir "$out/model.nir" --plot "$out/hybrid_demo.png"
+echo "== done: $out (metrics.jsonl, best.pt, model.nir, hybrid_demo.png)"
