@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +37,13 @@ def sha256_of(path: Path) -> str:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint dict, via respike_neuro.checkpoint when present, else torch.load(weights_only)."""
-    import torch
+    """The validated checkpoint dict (respike_neuro.checkpoint: weights_only, every failure named)."""
+    from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        from respike_neuro.checkpoint import load_checkpoint
-    except ImportError:
-        load_checkpoint = None
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
-        raise ExportError(
-            f"{path}: truncated or corrupt checkpoint (its zip archive has no central directory)"
-        )
-    try:
-        if load_checkpoint is not None:
-            ckpt = load_checkpoint(path)
-        else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, EOFError) as err:
-        raise ExportError(f"{path}: truncated or corrupt checkpoint ({err})") from None
-    except Exception as err:  # torch raises RuntimeError / UnpicklingError / ValueError for bad files
-        msg = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
-        if "central directory" in msg or "zip archive" in msg or "truncated" in msg.lower():
-            raise ExportError(f"{path}: truncated or corrupt checkpoint ({msg})") from None
-        raise ExportError(f"{path}: not a readable checkpoint ({type(err).__name__}: {msg})") from None
-    if not isinstance(ckpt, dict):
-        raise ExportError(f"{path}: not a ReSpike checkpoint (holds a {type(ckpt).__name__}, not a dict)")
-    missing = [k for k in ("model_config", "model") if k not in ckpt]
-    if missing:
-        raise ExportError(
-            f"{path}: not a ReSpike checkpoint (missing {missing}; has {sorted(map(str, ckpt))[:8]})"
-        )
-    return ckpt
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
 
 
 def load_model(path: Path):

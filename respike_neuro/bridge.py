@@ -206,7 +206,7 @@ class HybridBridge:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             # fork the Lava processes now, before the host model initialises CUDA in this process (on CPU
-            # they start lazily at the first clip: a runtime that never ran is slow to stop in Lava 0.10)
+            # they start lazily at the first clip)
             if torch.cuda.is_initialized():
                 warnings.warn(
                     "CUDA was initialised before the Lava runtime forked its processes; create the "
@@ -214,9 +214,8 @@ class HybridBridge:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            start = getattr(self.spiking, "start", None) or self.spiking._ensure_started
             try:
-                start()
+                self.spiking.start()
             except BaseException:
                 self.close()
                 raise

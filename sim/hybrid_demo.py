@@ -45,42 +45,23 @@ class DemoError(Exception):
 
 
 def load_video(path: Path, frames: int, resolution: int):
-    """First `frames` frames of a video, short side resized to `resolution`, centre-cropped, normalised."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from respike_neuro.data.clips import normalize_clip
+    """The test-protocol clip of a video: the centred clip of `frames` consecutive frames (a shorter
+    video holds its last frame, as the datasets do), short side resized to `resolution`, centre crop,
+    normalised. Returns (clip (T, 3, R, R), note about padding or "")."""
+    from respike_neuro.data.video import DECODE_ERRORS, ClipTransform, VideoReader, eval_indices
 
     if not path.is_file():
         raise DemoError(f"video {path}: no such file")
     try:
-        import av
-    except ImportError:
-        raise DemoError("decoding videos needs PyAV (pip install av)") from None
-    got = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DemoError(f"video {path}: the file has no video stream")
-            for frame in container.decode(video=0):
-                got.append(frame.to_ndarray(format="rgb24"))
-                if len(got) == frames:
-                    break
-    except DemoError:
-        raise
-    except Exception as err:  # PyAV raises FFmpegError subclasses (InvalidDataError, ...) for bad files
-        raise DemoError(f"video {path}: cannot decode ({type(err).__name__}: {err})") from None
-    if len(got) < frames:
-        raise DemoError(f"video {path}: has {len(got)} frame(s), the model needs {frames}")
-    clip = torch.from_numpy(np.stack(got)).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-    h, w = clip.shape[-2:]
-    scale = resolution / min(h, w)
-    size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
-    clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=True)
-    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    clip = clip[..., top : top + resolution, left : left + resolution].clamp(0, 1)
-    return normalize_clip(clip)
+        with VideoReader(path) as reader:
+            n = reader.num_frames
+            if n < 1:
+                raise DemoError(f"video {path}: the stream has no frames")
+            rgb, _ = reader.read(eval_indices(n, frames, 0, 1))
+    except DECODE_ERRORS as err:
+        raise DemoError(f"video {path}: cannot decode ({err})") from None
+    note = f"{n} frame(s), the last held to {frames} as the datasets do" if n < frames else ""
+    return ClipTransform(resolution, "test")(rgb), note
 
 
 def builtin_clip(bridge, index: int):
@@ -209,7 +190,8 @@ def _run(args) -> int:
         from respike_neuro.bridge import load_host_model
 
         cfg = load_host_model(args.checkpoint)[0].cfg
-        clip, source = load_video(args.video, cfg.frames, cfg.resolution), str(args.video)
+        clip, note = load_video(args.video, cfg.frames, cfg.resolution)
+        source = f"{args.video} ({note})" if note else str(args.video)
     bridge = HybridBridge(
         args.checkpoint,
         args.nir,

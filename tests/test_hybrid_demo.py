@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,15 +60,29 @@ def test_demo_on_video_prints_matching_prediction_and_plots(ckpt, tmp_path, caps
     assert png.stat().st_size > 10_000
 
 
-def test_demo_errors_are_one_line(ckpt, tmp_path, capsys):
+def test_video_clip_follows_the_test_protocol(tmp_path):
+    from respike_neuro.data.video import ClipTransform, VideoReader
+
+    video = tmp_path / "clip.mp4"
+    _write_video(video, 12)
+    clip, note = demo.load_video(video, 8, 32)
+    assert clip.shape == (8, 3, 32, 32) and note == ""
+    with VideoReader(video) as r:  # centred clip of 12 frames: frames 2..9, same transform as eval
+        want = ClipTransform(32, "test")(r.read(list(range(2, 10)))[0])
+    assert torch.equal(clip, want)
     short = tmp_path / "short.mp4"
     _write_video(short, 3)
+    clip, note = demo.load_video(short, 8, 32)
+    assert "3 frame(s), the last held to 8" in note
+    assert all(torch.equal(clip[2], clip[t]) for t in range(3, 8))
+
+
+def test_demo_errors_are_one_line(ckpt, tmp_path, capsys):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
     notnir = tmp_path / "x.nir"
     notnir.write_text("hello")
     cases = [
-        (["--video", str(short)], "has 3 frame(s), the model needs 8"),
         (["--video", str(junk)], "cannot decode"),
         (["--nir", str(notnir)], "not a readable NIR file"),
         (["--nir", str(tmp_path / "missing.nir")], "no such file"),

@@ -26,6 +26,12 @@ _ALIASES = {
     "kinetics400": "kinetics400", "kinetics": "kinetics400", "k400": "kinetics400",
 }
 SPLITS = ("train", "val", "test")
+_FOLDS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3)}
+
+
+def official_folds(name: str) -> tuple[int, ...]:
+    """The official train/test folds of dataset `name` (empty when it has one fixed split)."""
+    return _FOLDS.get(canonical_name(name), ())
 
 
 def canonical_name(name: str) -> str:

@@ -147,6 +147,7 @@ class LavaSpikingBranch:
                 raise ValueError("backend 'loihi2' runs fixed point only: use mode='fixed'")
             self.net.run_cfg = _loihi2_run_cfg(self.net)
         self._started = False
+        self._ran = False  # a run was issued: Lava's clean stop() only returns after one
         self._closed = False
         self._broken = False
         self.startup_s = 0.0
@@ -208,7 +209,8 @@ class LavaSpikingBranch:
             raise TypeError(f"host must be callable(stage, t, array) -> array, got {type(host).__name__}")
         n_log = int(n_segments) * self.timesteps
         data = self._check_inputs(inputs, host, n_log)
-        self._ensure_started()
+        self.start()
+        self._ran = True
         steps = self.steps_for(int(n_segments))
         plan = self.plan
         lat = {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}
@@ -374,7 +376,13 @@ class LavaSpikingBranch:
                 raise RuntimeError(f"a Lava process ({a.name}) died during the run{detail}")
 
     # --------------------------------------------------------------------------------- lifecycle
-    def _ensure_started(self) -> None:
+    def start(self) -> None:
+        """Compile the Lava network and fork its processes now (idempotent; `run` starts lazily).
+
+        Call it before CUDA is initialised in this process when the host side uses a GPU: the Lava
+        runtime forks, and a forked child cannot use the parent's CUDA context."""
+        if self._closed or self._broken:
+            raise RuntimeError("this LavaSpikingBranch is closed")
         if self._started:
             return
         t0 = time.perf_counter()
@@ -433,6 +441,11 @@ class LavaSpikingBranch:
             return
         self._closed = True
         if not self._started or self._broken:
+            return
+        if not self._ran:  # nothing to flush, and Lava 0.10's stop() blocks on a never-run runtime
+            rt = self._runtime()
+            if rt is not None:
+                self._kill(rt)
             return
         done = threading.Event()
 

@@ -1,5 +1,7 @@
 """Lava float runs against the independent NIR reference executor (rung 3 -> rung 4), host loop, cleanup."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,20 @@ def test_bad_host_output_and_stuck_step_stop_lava(children):
     with LavaSpikingBranch(g, step_timeout=1e-6) as br, pytest.raises(TimeoutError, match="within"):
         br.run_segment(np.zeros((T, 3, 16, 16)), host=lambda s, t, f: f)
     assert children() == []
+
+
+def test_started_but_never_run_closes_at_once(children):
+    g = build_contract_graph(channels=(4, 8), blocks=(1, 1), hybrid=True)
+    br = LavaSpikingBranch(g)
+    br.start()
+    br.start()  # idempotent
+    assert children() != []
+    t0 = time.perf_counter()
+    br.close()
+    assert time.perf_counter() - t0 < 5.0  # Lava's own stop() would block here
+    assert children() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        br.start()
 
 
 def test_bad_inputs_are_rejected_before_lava_starts(children):

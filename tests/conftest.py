@@ -1,6 +1,6 @@
-"""Fixtures for the real-dataset tests: tiny videos in each official layout, built once per session.
+"""Shared fixtures: tiny videos in each official dataset layout (PyAV), built once per session.
 
-The helpers live in videofixtures.py (loaded by path: tests run with --import-mode=importlib, so
+The helpers live in data/videofixtures.py (loaded by path: tests run with --import-mode=importlib, so
 test folders are not packages); tests reach them through the `vf` fixture.
 """
 
@@ -16,7 +16,8 @@ import pytest
 def _load_videofixtures():
     name = "respike_tests_videofixtures"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("videofixtures.py"))
+        path = Path(__file__).parent / "data" / "videofixtures.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
