@@ -2,12 +2,19 @@
 """Rung 5: fixed-point Lava (Loihi 2 widths) with the host in the loop vs the PyTorch model.
 
     python benchmarks/lava_fixed_agreement.py runs/default/best.pt [--nir runs/default/model.nir]
-        [--clips 240] [--batch 16] [--calibration-clips 8] [--json out.json]
+        [--clips 240] [--batch 16] [--calibration-clips 8] [--engine lava|emulator]
+        [--weight-bits 8] [--json out.json]
 
 Runs built-in synthetic test clips through HybridBridge(mode="fixed") and through the PyTorch model
-(float64, eval), and prints top-1 agreement, accuracy of both, per-layer spike agreement (fraction of
-(neuron, timestep) pairs with the same spike/no-spike) and spike rates, saturation counts, whether Lava
-matched the integer emulator bit for bit, the config, the machine and timings.
+(float64, eval), and prints top-1 agreement, accuracy of both, agreement by the PyTorch model's
+top-1 margin (logit gap to the runner-up: disagreements should sit where the float decision is a
+near tie), per-layer spike agreement (fraction of (neuron, timestep) pairs with the same
+spike/no-spike) and spike rates, saturation counts, whether Lava matched the integer emulator bit for
+bit, the config, the machine and timings.
+
+--engine emulator runs the bit-exact numpy emulator instead of Lava processes (several times faster;
+its equality with Lava is tested in tests/sim/test_fixed.py). --weight-bits > 8 (emulator only) is a
+diagnosis beyond Loihi 2: how much of the disagreement would wider weight mantissas remove?
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-clips", type=int, default=8, help="built-in training clips for fixed-point ranges"
     )
+    p.add_argument("--engine", choices=("lava", "emulator"), default="lava", help="default: lava")
+    p.add_argument("--weight-bits", type=int, default=8, help="weight mantissa bits (8 = Loihi 2)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -44,6 +53,8 @@ def measure(
     clips: int = 240,
     batch: int = 16,
     calibration_clips: int = 8,
+    engine: str = "lava",
+    weight_bits: int = 8,
     progress: bool = True,
 ) -> dict:
     """Agreement of fixed-point Lava + host with the PyTorch model on `clips` built-in test clips."""
@@ -56,7 +67,14 @@ def measure(
     if clips < 1 or batch < 1:
         raise ValueError(f"--clips and --batch must be >= 1, got {clips}, {batch}")
     t0 = time.perf_counter()
-    br = HybridBridge(checkpoint, nir, mode="fixed", calibration_clips=calibration_clips)
+    br = HybridBridge(
+        checkpoint,
+        nir,
+        mode="fixed",
+        backend="cpu" if engine == "lava" else "emulator",
+        calibration_clips=calibration_clips,
+        weight_bits=weight_bits,
+    )
     setup_s = time.perf_counter() - t0
     with br:
         cfg = br.cfg
@@ -73,7 +91,8 @@ def measure(
         total: dict[str, int] = {}
         rate_l: dict[str, float] = {}
         rate_t: dict[str, float] = {}
-        saturated, bit_exact, max_dlogit = 0, True, 0.0
+        saturated, bit_exact, max_dlogit = 0, engine == "lava", 0.0
+        margins, agreed = [], []
         run_s = ref_s = 0.0
         bar = None
         if progress:
@@ -91,9 +110,12 @@ def measure(
             refs = br.reference(xs)
             ref_s += time.perf_counter() - t1
             saturated += int(outs[0].quantization["saturated_total"])
-            bit_exact &= bool(outs[0].quantization["bit_exact_with_emulator"])
+            bit_exact &= bool(outs[0].quantization.get("bit_exact_with_emulator", False))
             for y, r, ref in zip(labels, outs, refs, strict=True):
                 same += r.prediction == ref["prediction"]
+                top2 = np.sort(ref["logits"])[-2:]
+                margins.append(float(top2[1] - top2[0]))
+                agreed.append(r.prediction == ref["prediction"])
                 correct_lava += r.prediction == y
                 correct_torch += ref["prediction"] == y
                 max_dlogit = max(max_dlogit, float(np.abs(r.logits - ref["logits"]).max()))
@@ -107,17 +129,29 @@ def measure(
         if bar is not None:
             bar.close()
         fixed = br.spiking.fixed
+        m, a = np.asarray(margins), np.asarray(agreed, dtype=bool)
+        edges = [0.0, 0.1, 0.25, 0.5, 1.0, np.inf]
+        by_margin = []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            sel = (m >= lo) & (m < hi)
+            n = int(sel.sum())
+            agree = float(a[sel].mean()) if n else None
+            by_margin.append({"margin": [lo, hi], "clips": n, "agreement": agree})
         return {
             "checkpoint": str(checkpoint),
             "nir": str(nir) if nir else "exported on the fly",
             "model": cfg.to_dict(),
             "clips": clips,
             "batch": batch,
+            "engine": engine,
+            "weight_bits": weight_bits,
             "calibration": fixed.calibration,
             "top1_agreement": same / clips,
             "accuracy_lava_fixed": correct_lava / clips,
             "accuracy_pytorch": correct_torch / clips,
             "max_abs_logit_difference": max_dlogit,
+            "agreement_by_margin": by_margin,
+            "largest_margin_disagreeing": float(m[~a].max()) if (~a).any() else None,
             "spike_agreement": {k: 1.0 - flips[k] / total[k] for k in flips},
             "spike_rate_lava": {k: rate_l[k] / total[k] for k in flips},
             "spike_rate_pytorch": {k: rate_t[k] / total[k] for k in flips},
@@ -144,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             clips=args.clips,
             batch=args.batch,
             calibration_clips=args.calibration_clips,
+            engine=args.engine,
+            weight_bits=args.weight_bits,
             progress=not args.quiet,
         )
     except KeyboardInterrupt:
@@ -156,20 +192,28 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"config: {r['checkpoint']} ({m['architecture']}, {m['frames']} frames {m['resolution']}px, width "
         f"{m['snn_width']}, blocks {m['snn_blocks']}); NIR: {r['nir']}; {r['clips']} built-in test clips, "
-        f"{r['batch']} per Lava run; fixed-point calibration: {r['calibration']}"
+        f"{r['batch']} per Lava run; engine {r['engine']}, {r['weight_bits']}-bit weights; fixed-point "
+        f"calibration: {r['calibration']}"
     )
     print(f"machine: {r['machine']}")
     print(
-        f"top-1 agreement fixed-point Lava vs PyTorch: {r['top1_agreement']:.2%} "
+        f"top-1 agreement fixed point ({r['engine']}) vs PyTorch: {r['top1_agreement']:.2%} "
         f"(accuracy: Lava fixed {r['accuracy_lava_fixed']:.2%}, PyTorch {r['accuracy_pytorch']:.2%}); "
         f"max |logit difference| {r['max_abs_logit_difference']:.3f}"
     )
+    print("top-1 agreement by PyTorch's top-1 margin (logit gap to the runner-up):")
+    for b in r["agreement_by_margin"]:
+        lo, hi = b["margin"]
+        agree = "-" if b["agreement"] is None else f"{b['agreement']:.2%}"
+        print(f"  [{lo:.2f}, {hi:.2f}): {b['clips']:>4} clips, agreement {agree}")
+    worst = r["largest_margin_disagreeing"]
+    print(f"  largest margin among disagreeing clips: {'none' if worst is None else f'{worst:.3f}'}")
     print(f"{'LIF layer':<16} {'spike agreement':>16} {'rate Lava':>10} {'rate PyTorch':>13}")
     for k, a in r["spike_agreement"].items():
         print(f"{k:<16} {a:>16.4%} {r['spike_rate_lava'][k]:>10.4f} {r['spike_rate_pytorch'][k]:>13.4f}")
     print(
         f"saturated values: {r['saturated_values']}; Lava bit-exact with the integer emulator: "
-        f"{r['lava_bit_exact_with_emulator']}"
+        f"{r['lava_bit_exact_with_emulator'] if r['engine'] == 'lava' else 'n/a (emulator run)'}"
     )
     t = r["timing_s"]
     print(

@@ -141,10 +141,13 @@ class HybridBridge:
 
     checkpoint: path of a training checkpoint. nir: the exported spiking branch (export/to_nir.py); when
     None the branch is exported on the fly into a temporary file. mode: "float" | "fixed" (Loihi 2
-    widths). backend: "cpu" | "loihi2". device: host torch device (default: cuda when available).
+    widths). backend: "cpu" | "loihi2" | "emulator" (sim/runtime.py). device: host torch device
+    (default: cuda when available).
     host_dtype: torch dtype of the host model (float64 by default, see the module docstring).
     calibration: fixed mode only: clips (B, T, 3, H, W) whose golden trace sets the fixed-point ranges
     (default: `calibration_clips` built-in synthetic training clips; 0 = Lava's N(0,1) default).
+    weight_bits: fixed mode: weight mantissa bits (8 = Loihi 2; up to 16 on the emulator backend, for
+    diagnosis).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class HybridBridge:
         calibration: torch.Tensor | None = None,
         calibration_clips: int = 8,
         step_timeout: float = 60.0,
+        weight_bits: int = 8,
     ) -> None:
         if mode not in ("float", "fixed"):
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
@@ -198,6 +202,7 @@ class HybridBridge:
             fast_models=fast_models,
             calibration=cal,
             step_timeout=step_timeout,
+            weight_bits=weight_bits,
         )
         self._check_plan_ports()
         self.resources = loihi2_report(graph)

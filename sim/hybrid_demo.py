@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
     )
-    p.add_argument("--backend", choices=("cpu", "loihi2"), default="cpu")
+    p.add_argument(
+        "--backend", choices=("cpu", "loihi2", "emulator"), default="cpu",
+        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava",
+    )
     p.add_argument("--device", default=None, help="host torch device (default: cuda if available, else cpu)")
     p.add_argument("--stock-models", action="store_true", help="Lava's stock (slow) Conv models")
     p.add_argument(
@@ -205,7 +208,7 @@ def _run(args) -> int:
         print(
             f"model: {cfg.architecture} (inputs {cfg.inputs}, attention {cfg.attention}), "
             f"{cfg.frames} frames {cfg.resolution}px, stride {cfg.stride}; spiking branch from "
-            f"{args.nir or 'an on-the-fly NIR export'} ({bridge.spiking.net.n_processes} Lava processes)"
+            f"{args.nir or 'an on-the-fly NIR export'} ({bridge.spiking.n_processes} Lava processes)"
         )
         if clip is None:
             clip, label, source = builtin_clip(bridge, args.index)

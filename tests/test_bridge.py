@@ -240,3 +240,22 @@ def test_stuck_lava_step_times_out_and_stops_lava(ckpt):
     with HybridBridge(ckpt, step_timeout=1e-6) as br, pytest.raises(TimeoutError, match="within"):
         br.run_clip(test_clips(1)[0])
     assert children() == before
+
+
+def test_fixed_agreement_benchmark_reports_margins(ckpt, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lava_fixed_agreement.py"
+    spec = importlib.util.spec_from_file_location("lava_fixed_agreement", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = [str(ckpt), "--clips", "5", "--batch", "5", "--calibration-clips", "2", "--engine", "emulator"]
+    assert bench.main([*args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "engine emulator, 8-bit weights" in out and "by PyTorch's top-1 margin" in out
+    r = bench.measure(ckpt, clips=5, batch=5, calibration_clips=2, engine="emulator", progress=False)
+    assert sum(b["clips"] for b in r["agreement_by_margin"]) == 5
+    assert r["saturated_values"] == 0 and not r["lava_bit_exact_with_emulator"]  # not checked: no Lava
+    assert bench.main([*args, "--weight-bits", "12", "--engine", "lava", "--quiet"]) == 1
+    assert "emulator backend only" in capsys.readouterr().err

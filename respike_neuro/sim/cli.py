@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
     )
-    p.add_argument("--backend", choices=("cpu", "loihi2"), default="cpu")
+    p.add_argument(
+        "--backend", choices=("cpu", "loihi2", "emulator"), default="cpu",
+        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava",
+    )
     p.add_argument(
         "--segments", type=int, default=None, help="segments to run (default: 1, or from --inputs)"
     )
@@ -129,7 +132,7 @@ def _run(args) -> int:
 
         print(
             f"graph: {name}; mode {args.mode}; {len(br.plan.units)} units -> "
-            f"{br.net.n_processes} Lava processes"
+            f"{br.n_processes} Lava processes"
         )
         print("port latency (Lava steps): " + ", ".join(f"{k}={v}" for k, v in br.port_latency.items()))
         res = br.run(data, host=host, n_segments=n_seg)

@@ -32,6 +32,7 @@ class ConvQ:
     weight_exp: int  # shift applied by the Lava model (e + f_out - f_in)
     exponent: int  # w ~= mantissa * 2**exponent
     max_abs_error: float
+    bits: int = qz.MAX_WEIGHT_BITS
 
 
 @dataclass
@@ -58,7 +59,8 @@ class FixedPointPlan:
         lines = [f"fixed point (calibration: {self.calibration})"]
         for k, q in self.convs.items():
             lines.append(
-                f"  {k:32s} w 8b exp {q.exponent:+d} shift {q.weight_exp:+d} max|err| {q.max_abs_error:.2e}"
+                f"  {k:32s} w {q.bits}b exp {q.exponent:+d} shift {q.weight_exp:+d} "
+                f"max|err| {q.max_abs_error:.2e}"
             )
         for k, q in self.lifs.items():
             lines.append(
@@ -96,6 +98,7 @@ def plan_fixed_point(
     calibration: dict[str, np.ndarray] | None = None,
     headroom: float = 2.0,
     seed: int = 0,
+    weight_bits: int = qz.MAX_WEIGHT_BITS,
 ) -> FixedPointPlan:
     """Quantise weights, pick graded formats and LIF registers from the graph and a float calibration run."""
     units = plan.units
@@ -166,13 +169,14 @@ def plan_fixed_point(
     relay_bias: dict[str, np.ndarray] = {}
     for key, u in units.items():
         if u.kind == "conv":
-            wf = qz.fit_weights(u.weight, bits=8)
+            wf = qz.fit_weights(u.weight, bits=weight_bits)
             err = float(np.max(np.abs(u.weight - wf.mantissa * 2.0**wf.exponent)))
             convs[key] = ConvQ(
                 np.asarray(wf.mantissa),
                 int(wf.exponent + frac[key] - frac[key + "#in"]),
                 int(wf.exponent),
                 err,
+                wf.bits,
             )
         elif u.kind == "lif":
             p = qz.lif_fixed_params(u.beta, u.theta, 2.0 ** frac[key + "#in"], bias=u.bias)
@@ -194,6 +198,7 @@ def plan_fixed_point(
     report = {
         "calibration": cal_desc,
         "headroom": headroom,
+        "weight_bits": weight_bits,
         "frac_bits": {k: v for k, v in frac.items()},
         "weights": {
             k: {"exponent": q.exponent, "shift": q.weight_exp, "max_abs_error": q.max_abs_error}

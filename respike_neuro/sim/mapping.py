@@ -122,6 +122,12 @@ def build_network(
         )
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    wide = sorted(k for k, q in (fixed.convs.items() if fixed else ()) if q.bits > 8)
+    if mode == "fixed" and wide:
+        raise ValueError(
+            f"{wide[0]} has {fixed.convs[wide[0]].bits}-bit weights; Loihi 2 (and these Lava models) take "
+            "8 bits: wider weights run on the emulator backend only"
+        )
     fx = mode == "fixed"
     cfg = io_utils.ChannelConfig(
         send_full=io_utils.SendFull.BLOCKING,

@@ -31,6 +31,8 @@ import numpy as np
 
 # Loihi 2 widths as Lava's fixed-point models implement them (lava-nc 0.10).
 MAX_WEIGHT_BITS = 8  # synaptic weight mantissa
+# wider mantissas exist only for diagnosis in the numpy emulator ("what would more weight bits buy?")
+EMULATOR_WEIGHT_BITS = 16
 MAX_GRADED_BITS = 24  # graded spike payload
 STATE_BITS = 24  # u and v
 DECAY_SHIFT = 12  # du, dv are 12-bit: decay = value / 4096
@@ -80,7 +82,7 @@ class WeightFormat:
     bits: int
 
     def __post_init__(self) -> None:
-        bits = _check_bits(self.bits, "bits", 2, MAX_WEIGHT_BITS)
+        bits = _check_bits(self.bits, "bits", 2, EMULATOR_WEIGHT_BITS)
         m = np.asarray(self.mantissa)
         if not np.issubdtype(m.dtype, np.integer):
             raise TypeError(f"mantissa must be an integer array, got dtype {m.dtype}")
@@ -115,6 +117,8 @@ class WeightFormat:
         Note: Lava 0.10's CPU fixed-point *Conv* model ignores weight_exp; there pass `mantissa` and
         fold 2**exponent into the consumer's integer scale (`lif_fixed_params(input_scale=...)`).
         """
+        if self.bits > MAX_WEIGHT_BITS:
+            raise ValueError(f"{self.bits}-bit weights exceed Loihi 2's {MAX_WEIGHT_BITS}-bit synapses")
         t = 9 - self.bits
         return {
             "weights": np.left_shift(self.mantissa.astype(np.int32), t),
@@ -127,6 +131,8 @@ class WeightFormat:
 def fit_weights(w: np.ndarray, bits: int = 8) -> WeightFormat:
     """Fit real weights to a signed `bits`-bit mantissa and one shared power-of-two exponent.
 
+    Loihi 2 stores at most 8 bits; up to EMULATOR_WEIGHT_BITS are accepted for emulator diagnostics.
+
     Exponent: the smallest e with every w / 2**e inside [-2**(b-1), 2**(b-1) - 1], i.e. with
     s = min((2**(b-1) - 1) / max(w, 0), 2**(b-1) / max(-w, 0)),  e = -floor(log2 s)  (the rule of
     lava-nc's `_determine_weight_exp` for mixed-sign weights; a side with no weights imposes nothing).
@@ -136,7 +142,7 @@ def fit_weights(w: np.ndarray, bits: int = 8) -> WeightFormat:
     All-zero weights give mantissa 0 and exponent 0.  Single-sign layers also use a signed mantissa
     (one bit of headroom unused; BN-folded convs are mixed-sign in practice).
     """
-    bits = _check_bits(bits, "bits", 2, MAX_WEIGHT_BITS)
+    bits = _check_bits(bits, "bits", 2, EMULATOR_WEIGHT_BITS)
     arr = _finite_array(w, "w")
     if arr.size == 0:
         raise ValueError("w is empty")

@@ -58,3 +58,39 @@ def test_fixed_mode_refuses_stock_conv_model():
     g = build_contract_graph(channels=(4,), blocks=(1,), input_hw=(8, 8))
     with pytest.raises(ValueError, match="weight_exp"):
         LavaSpikingBranch(g, mode="fixed", fast_models=False)
+
+
+@pytest.mark.parametrize("mode", ["float", "fixed"])
+def test_emulator_backend_equals_lava_without_processes(rng, children, mode):
+    g = build_contract_graph(channels=(4, 8), blocks=(1, 1), hybrid=True, seed=5)
+    x = rng.normal(size=(2, T, 3, 16, 16)) * 1.5
+
+    def host(stage, t, feat):
+        return np.tanh(feat)
+
+    with LavaSpikingBranch(g, mode=mode) as lava:
+        want = lava.run_clip(x, host=host)
+    em = LavaSpikingBranch(g, mode=mode, backend="emulator")
+    assert em.n_processes == 0
+    got = em.run_clip(x, host=host)
+    assert children() == []  # the emulator never forks
+    for k, s in want.spikes.items():
+        assert np.array_equal(got.spikes[k], s), k
+    for port, out in want.outputs.items():
+        np.testing.assert_allclose(got.outputs[port], out, rtol=0, atol=1e-12 if mode == "float" else 0)
+    for port, inj in want.host_inputs.items():
+        np.testing.assert_array_equal(got.host_inputs[port], inj)
+    if mode == "fixed":
+        assert got.quantization["engine"] == "emulator"
+        assert got.quantization["saturation"] == want.quantization["saturation"]
+    with pytest.raises(ValueError, match="returned shape"):  # host results are checked as for Lava
+        em.run_clip(x, host=lambda s, t, f: f[:1])
+    em.close()
+
+
+def test_wider_weights_are_emulator_only():
+    g = build_contract_graph(channels=(4,), blocks=(1,), input_hw=(8, 8), seed=2)
+    em = LavaSpikingBranch(g, mode="fixed", backend="emulator", weight_bits=16)
+    assert max(int(np.abs(q.mantissa).max()) for q in em.fixed.convs.values()) > 128
+    with pytest.raises(ValueError, match="16-bit weights; Loihi 2"):
+        LavaSpikingBranch(g, mode="fixed", weight_bits=16)

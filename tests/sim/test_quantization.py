@@ -106,7 +106,9 @@ def test_weight_bad_input():
     with pytest.raises(ValueError, match="w contains NaN"):
         fit_weights(np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match="bits"):
-        fit_weights(np.ones(3), bits=9)
+        fit_weights(np.ones(3), bits=17)
+    with pytest.raises(ValueError, match="exceed Loihi 2's 8-bit"):  # 9..16: emulator diagnostics only
+        fit_weights(np.ones(3), bits=9).lava_synapse()
     with pytest.raises(TypeError, match="bits"):
         fit_weights(np.ones(3), bits="8")
     with pytest.raises(ValueError, match="empty"):
