@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from respike_neuro.cli import ArgumentParser
+
 STAGE_TOLERANCE = 1e-6  # float64 on both sides; the observed difference is ~1e-15
 
 
@@ -166,7 +168,7 @@ def validate(out: Path, model, cfg) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="to_nir.py",
         description="Export the spiking branch of a ReSpike checkpoint to a NIR graph (HDF5): BN folded, "
         "residual adds as edges, named host ports (residual_in, stage{k}_out, stage{k}_in).",

@@ -124,12 +124,6 @@ def make_crossval_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_crossval_parser()
-
-    def one_line_error(message: str) -> None:
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from respike_neuro.cli import ArgumentParser
 from respike_neuro.distributed import DistInfo, ShardSampler, all_gather_rows
 
 
@@ -232,7 +233,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m respike_neuro.evaluate",
         description="Evaluate a checkpoint: clip/video top-1/top-5, per-class accuracy, confusion matrix "
         "(JSON + PNG). Dataset options default to the ones the checkpoint was trained with.",
@@ -257,11 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def one_line_error(message: str) -> None:
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         return _run(args)

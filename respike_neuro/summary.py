@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from respike_neuro.cli import ArgumentParser
 from respike_neuro.config import VARIANTS, ModelConfig
 
 WEIGHT_KEYS = (
@@ -40,7 +41,7 @@ class CardError(Exception):
 
 # -- configuration ------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m respike_neuro.summary",
         description="ReSpike model card: parameters, shapes, MACs/SyOPs per layer, energy (paper App. A).",
     )

@@ -59,6 +59,7 @@ from respike_neuro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from respike_neuro.cli import ArgumentParser
 from respike_neuro.config import VARIANTS, ModelConfig
 from respike_neuro.distributed import (
     DistInfo,
@@ -893,7 +894,7 @@ def _field_help(section: str, f: dataclasses.Field) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m respike_neuro.train",
         usage="%(prog)s [--config FILE] [--out DIR] [--set SECTION.KEY=VALUE ...] [--SECTION.KEY VALUE ...]",
         description="Train ReSpike / its ablation variants from a YAML config "
@@ -964,12 +965,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-
-    def one_line_error(message: str) -> None:
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from respike_neuro.cli import ArgumentParser  # noqa: E402
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hybrid_demo.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="hybrid_demo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="training checkpoint (e.g. runs/default/best.pt)")
     p.add_argument(
         "--nir", type=Path, default=None, help="NIR export of the checkpoint (default: export now)"

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny videos in each official dataset layout (PyAV), built once per session.
+"""Shared fixtures: child-process counting (Lava cleanup tests) and tiny videos in each official dataset
+layout (PyAV), built once per session.
 
 The helpers live in data/videofixtures.py (loaded by path: tests run with --import-mode=importlib, so
 test folders are not packages); tests reach them through the `vf` fixture.
@@ -7,10 +8,37 @@ test folders are not packages); tests reach them through the `vf` fixture.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+
+def lava_children() -> list[int]:
+    """PIDs of this process's children, ignoring Python's resource_tracker (lives for the whole run)."""
+    me, pids = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if b"resource_tracker" in f.read():
+                    continue
+        except (OSError, ValueError, IndexError):
+            continue
+        pids.append(int(d))
+    return pids
+
+
+@pytest.fixture
+def children():
+    """lava_children, to compare before/after a Lava run (no process may be left behind)."""
+    return lava_children
 
 
 def _load_videofixtures():

@@ -48,30 +48,11 @@ def make_checkpoint(path, seed: int = 0, **changes):
     return path
 
 
-def children() -> list[int]:
-    """This process's child PIDs (Python's resource_tracker excluded: it lives for the whole run)."""
-    me, pids = os.getpid(), []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                tracker = b"resource_tracker" in f.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == me and not tracker:
-            pids.append(int(d))
-    return pids
-
-
-def test_clips(n: int, cfg_res: int = 32, frames: int = 8) -> torch.Tensor:
+def built_in_clips(n: int, cfg_res: int = 32, frames: int = 8) -> torch.Tensor:
     ds = SyntheticActions(split="test", num_clips=n, frames=frames, resolution=cfg_res)
     return torch.stack([ds[i][0] for i in range(n)])
 
 
-test_clips.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +72,9 @@ def _assert_equivalent(results, refs):
         assert r.prediction == ref["prediction"]
 
 
-def test_float_lava_through_bridge_matches_pytorch_spike_for_spike(ckpt):
+def test_float_lava_through_bridge_matches_pytorch_spike_for_spike(ckpt, children):
     before = children()
-    clips = test_clips(3)
+    clips = built_in_clips(3)
     with HybridBridge(ckpt, mode="float") as br:
         assert br.spiking.input_ports == ["residual_in", "stage2_in", "stage3_in", "stage4_in"]
         res = br.run_clips(clips)
@@ -135,7 +116,7 @@ def test_float_lava_through_bridge_matches_pytorch_spike_for_spike(ckpt):
 def test_models_without_host_ports_run_whole_branch_in_lava(tmp_path, variant):
     changes = dict(attention=False) if variant == "E8" else dict(architecture="snn", inputs="res")
     path = make_checkpoint(tmp_path / f"{variant}.pt", seed=1, **changes)
-    clips = test_clips(2)
+    clips = built_in_clips(2)
     with HybridBridge(path) as br:
         assert br.spiking.input_ports == ["residual_in"] and br.spiking.output_ports == ["stage4_out"]
         res, refs = br.run_clips(clips), br.reference(clips)
@@ -145,7 +126,7 @@ def test_models_without_host_ports_run_whole_branch_in_lava(tmp_path, variant):
 
 
 def test_fixed_point_lava_agrees_with_pytorch(ckpt):
-    clips = test_clips(6)
+    clips = built_in_clips(6)
     with HybridBridge(ckpt, mode="fixed", calibration_clips=4) as br:
         res, refs = br.run_clips(clips), br.reference(clips)
         assert "given inputs" in br.spiking.fixed.calibration  # calibrated on real clips, not N(0,1)
@@ -160,7 +141,7 @@ def test_fixed_point_lava_agrees_with_pytorch(ckpt):
         assert same > (0.98 if k.startswith("layer1.") else 0.75), (k, same)
 
 
-def test_nir_must_belong_to_the_checkpoint(ckpt, tmp_path):
+def test_nir_must_belong_to_the_checkpoint(ckpt, tmp_path, children):
     other = make_checkpoint(tmp_path / "other.pt", seed=5)
     model = build_model(small(**TINY))
     wrong_sha = tmp_path / "other.nir"
@@ -200,14 +181,14 @@ def test_nir_must_belong_to_the_checkpoint(ckpt, tmp_path):
 class _Raises(torch.nn.Module):
     """A host fusion module that fails at its second call (fault injection into the host part)."""
 
-    def __init__(self, action):
+    def __init__(self, action, children):
         super().__init__()
-        self.calls, self.action = 0, action
+        self.calls, self.action, self.children = 0, action, children
 
     def forward(self, x, context):
         self.calls += 1
         if self.calls == 2:
-            self.lava_children = len(children())  # Lava's processes are running now
+            self.lava_children = len(self.children())  # Lava's processes are running now
             self.action()
         return x
 
@@ -221,24 +202,24 @@ def _fail():
 
 
 @pytest.mark.parametrize("action,exc", [(_fail, RuntimeError), (_interrupt, KeyboardInterrupt)])
-def test_host_failure_or_ctrl_c_stops_lava(ckpt, action, exc):
+def test_host_failure_or_ctrl_c_stops_lava(ckpt, action, exc, children):
     before = children()
     br = HybridBridge(ckpt)
-    br.model.fusions[1] = faulty = _Raises(action)
+    br.model.fusions[1] = faulty = _Raises(action, children)
     with pytest.raises(exc):
-        br.run_clip(test_clips(1)[0])
+        br.run_clip(built_in_clips(1)[0])
     assert faulty.lava_children > len(before) + 10
     assert children() == before
     with pytest.raises(RuntimeError, match="stopped after an earlier failure"):
-        br.run_clip(test_clips(1)[0])
+        br.run_clip(built_in_clips(1)[0])
     br.close()
     assert children() == before
 
 
-def test_stuck_lava_step_times_out_and_stops_lava(ckpt):
+def test_stuck_lava_step_times_out_and_stops_lava(ckpt, children):
     before = children()
     with HybridBridge(ckpt, step_timeout=1e-6) as br, pytest.raises(TimeoutError, match="within"):
-        br.run_clip(test_clips(1)[0])
+        br.run_clip(built_in_clips(1)[0])
     assert children() == before
 
 

@@ -77,7 +77,7 @@ def test_video_clip_follows_the_test_protocol(tmp_path):
     assert all(torch.equal(clip[2], clip[t]) for t in range(3, 8))
 
 
-def test_demo_errors_are_one_line(ckpt, tmp_path, capsys):
+def test_demo_errors_are_one_line(ckpt, tmp_path, capsys, children):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
     notnir = tmp_path / "x.nir"
@@ -96,4 +96,4 @@ def test_demo_errors_are_one_line(ckpt, tmp_path, capsys):
     bad_ckpt.write_bytes(b"PK\x03\x04garbage")
     assert demo.main([str(bad_ckpt)]) == 1
     assert "not a readable torch file" in capsys.readouterr().err
-    assert helpers.children() == []
+    assert children() == []

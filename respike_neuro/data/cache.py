@@ -16,7 +16,6 @@ DataLoader workers decoding the same video never see a partial file.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from respike_neuro.cli import ArgumentParser
 from respike_neuro.data.video import DECODE_ERRORS, VideoDecodeError, VideoReader
 
 
@@ -107,7 +107,7 @@ class FrameCache:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: fill a cache for every split of a registry dataset. Errors print one line, exit 1."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m respike_neuro.data.cache",
         description="Decode every video of a dataset once into a memory-mapped frame cache.")
     parser.add_argument("dataset", help="registry name: ucf101, hmdb51, kinetics400")

@@ -28,7 +28,6 @@ does not depend on worker or access order, and the three splits are disjoint str
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import numbers
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from respike_neuro.cli import ArgumentParser
 from respike_neuro.data.clips import IMAGENET_MEAN, IMAGENET_STD, normalize_clip
 
 SCENES = ("pool", "court", "field", "track", "tiles")
@@ -444,7 +444,7 @@ def render_class_grid(out: Path, *, resolution: int = 64, frames: int = 16, stri
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: render the class grid PNG. Bad arguments print one line and exit non-zero."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m respike_neuro.data.synthetic",
         description="Render one row per class of the built-in synthetic action dataset: key frames "
                     "and the first segment's residual frames.",
@@ -458,11 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=sorted(SPLITS))
     parser.add_argument("--dpi", type=int, default=90)
 
-    def one_line_error(message: str) -> None:
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         out = render_class_grid(args.out, resolution=args.resolution, frames=args.frames, stride=args.stride,

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from respike_neuro.cli import ArgumentParser
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_lava.py", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="run_lava.py", description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", help="NIR file (HDF5) of the spiking branch")
     p.add_argument(
         "--demo", action="store_true", help="use a small built-in contract graph instead of a file"
