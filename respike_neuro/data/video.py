@@ -714,19 +714,3 @@ def holdout_by_group(labels: Sequence[int], groups: Sequence[str], fraction: flo
             held[by_group[g]] = True
             taken += len(by_group[g])
     return held
-    for cls in np.unique(labels_a):
-        members = np.flatnonzero(labels_a == cls)
-        by_group: dict[str, list[int]] = {}
-        for m in members:
-            by_group.setdefault(groups[m], []).append(int(m))
-        if len(by_group) < 2:
-            continue
-        goal, taken = fraction * len(members), 0
-        for g in sorted(by_group, key=lambda name: (stable_hash(name), name)):
-            if taken >= goal or len(by_group) - 1 <= sum(1 for _ in ()):
-                break
-            held[by_group[g]] = True
-            taken += len(by_group[g])
-        if held[members].all():  # never empty a class's training part
-            held[by_group[sorted(by_group, key=lambda name: (stable_hash(name), name))[-1]]] = False
-    return held

@@ -73,18 +73,29 @@ def build_contract_graph(
     n = len(channels)
     nodes[f"stage{n}_out"] = nir.Output(output_type={"output": np.array([c_prev, *hw])})
     edges.append((src, f"stage{n}_out"))
-    meta = {
+    meta = _metadata(
+        dt,
+        beta,
+        theta,
+        timesteps,
+        stage_shapes=json.dumps(stage_shapes),
+        model_config=json.dumps({"demo": True, "seed": seed, "hybrid": hybrid}),
+    )
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def _metadata(dt: float, beta: float, theta: float, timesteps: int, **extra: str) -> dict:
+    """The graph metadata the exporter writes (docs/nir-contract.md), for random demo graphs."""
+    return {
         "dt": dt,
         "beta": beta,
         "theta": theta,
         "reset": "zero, same step",
         "stride": timesteps + 1,
         "timesteps_per_segment": timesteps,
-        "stage_shapes": json.dumps(stage_shapes),
-        "model_config": json.dumps({"demo": True, "seed": seed, "hybrid": hybrid}),
+        **extra,
         "format_version": "1",
     }
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
 def _conv(nir, nodes, rng, gain, key, c_in, c_out, k, stride, pad, hw):
@@ -168,13 +179,4 @@ def build_stage_graph(
     )
     nodes[f"stage{stage}_out"] = nir.Output(output_type={"output": np.array([channels, *hw2])})
     edges.append((src, f"stage{stage}_out"))
-    meta = {
-        "dt": dt,
-        "beta": beta,
-        "theta": theta,
-        "reset": "zero, same step",
-        "stride": timesteps + 1,
-        "timesteps_per_segment": timesteps,
-        "format_version": "1",
-    }
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=_metadata(dt, beta, theta, timesteps))
