@@ -143,8 +143,12 @@ def report(bridge, res, ref, label, source: str) -> list[str]:
         qz = res.quantization
         lines.append(
             f"fixed point: calibration {bridge.spiking.fixed.calibration}; saturated values "
-            f"{qz['saturated_total']};"
-            f" Lava bit-exact with the integer emulator: {qz['bit_exact_with_emulator']}"
+            f"{qz['saturated_total']}; "
+            + (
+                f"Lava bit-exact with the integer emulator: {qz['bit_exact_with_emulator']}"
+                if "bit_exact_with_emulator" in qz
+                else "run on the emulator backend (no Lava)"
+            )
         )
     return lines
 

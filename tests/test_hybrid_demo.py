@@ -97,3 +97,10 @@ def test_demo_errors_are_one_line(ckpt, tmp_path, capsys, children):
     assert demo.main([str(bad_ckpt)]) == 1
     assert "not a readable torch file" in capsys.readouterr().err
     assert children() == []
+
+
+def test_demo_on_the_emulator_backend_forks_nothing(ckpt, capsys, children):
+    assert demo.main([str(ckpt), "--backend", "emulator", "--mode", "fixed"]) == 0
+    out = capsys.readouterr().out
+    assert "(0 Lava processes)" in out and "run on the emulator backend (no Lava)" in out
+    assert "prediction" in out and children() == []

@@ -40,6 +40,7 @@ from respike_neuro.sim.procs.models import (
     PyTieModel,
 )
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
+from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 
 MODES = ("float", "fixed")
 
@@ -122,11 +123,11 @@ def build_network(
         )
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    wide = sorted(k for k, q in (fixed.convs.items() if fixed else ()) if q.bits > 8)
+    wide = sorted(k for k, q in (fixed.convs.items() if fixed else ()) if q.bits > MAX_WEIGHT_BITS)
     if mode == "fixed" and wide:
         raise ValueError(
             f"{wide[0]} has {fixed.convs[wide[0]].bits}-bit weights; Loihi 2 (and these Lava models) take "
-            "8 bits: wider weights run on the emulator backend only"
+            f"{MAX_WEIGHT_BITS} bits: wider weights run on the emulator backend only"
         )
     fx = mode == "fixed"
     cfg = io_utils.ChannelConfig(
