@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  (sets 'fork' before torch)
+from respike_neuro.sim import import_lava_runtime
+
+import_lava_runtime()  # Lava sets the 'fork' start method: before torch and its DataLoaders
+
 import numpy as np
 import torch
 
@@ -505,3 +508,16 @@ class HybridBridge:
 
 
 __all__ += ["PlanError", "CheckpointError", "load_host_model"]
+
+
+class DeployedClassifier(torch.nn.Module):
+    """A HybridBridge as a classifier: forward(clips (B, T, 3, H, W)) -> logits (B, K) computed by the
+    host + Lava (or emulator) partition, so the ordinary evaluation code measures the deployed model."""
+
+    def __init__(self, bridge: HybridBridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.cfg = bridge.cfg
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.stack([r.logits for r in self.bridge.run_clips(clips)]))

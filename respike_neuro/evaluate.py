@@ -5,6 +5,13 @@ over its clips, p_v = (1/|C_v|) sum_{c in C_v} softmax(z_c). Datasets that have 
 video expose `video_index` (clip i -> video id); otherwise each clip is its own video.
 
     python -m respike_neuro.evaluate runs/default/best.pt --split test --out runs/default/eval
+    python -m respike_neuro.evaluate runs/default/best.pt --deploy fixed     # Loihi 2 arithmetic
+
+`--deploy float|fixed` evaluates the *deployed* model instead: ANN + cross-attention on the host and
+the spiking branch through the bridge (respike_neuro.bridge) on the bit-exact `emulator` backend by
+default (or Lava `cpu` / `loihi2`), with fixed-point ranges calibrated on clips of the validation split
+(part of the training list, never the test split). The PyTorch model runs on the same clips and the
+report adds its metrics and the clip-level top-1 agreement of the two.
 """
 
 from __future__ import annotations
@@ -257,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="output directory (default: <checkpoint dir>/eval_<split>)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dep = parser.add_argument_group("deployed model (host + Lava)")
+    dep.add_argument("--deploy", choices=("float", "fixed"), default=None,
+                     help="evaluate host + spiking branch in this arithmetic instead of PyTorch")
+    dep.add_argument("--backend", choices=("emulator", "cpu", "loihi2"), default="emulator",
+                     help="spiking branch on the bit-exact numpy emulator (default), Lava CPU or Loihi 2")
+    dep.add_argument("--nir", type=Path, default=None, help="NIR export of the checkpoint (default: export)")
+    dep.add_argument("--calibration-clips", type=int, default=8,
+                     help="fixed point: validation clips that set the ranges (default 8)")
 
     args = parser.parse_args(argv)
     try:
@@ -290,17 +305,15 @@ def _run(args: argparse.Namespace) -> int:
             f"dataset {data.dataset!r} classes differ from the checkpoint's "
             f"({len(ds_names)} vs {len(class_names)} classes)"
         )
-    metrics = evaluate_dataset(
-        model,
-        dataset,
-        device=device,
-        class_names=class_names,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.no_progress,
-        desc=f"eval {args.split}",
-    )
-    out = args.out or args.checkpoint.parent / f"eval_{args.split}"
+    predict_kw = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    if args.deploy:
+        metrics = _evaluate_deployed(args, data, model, dataset, class_names, predict_kw)
+    else:
+        metrics = evaluate_dataset(
+            model, dataset, device=device, class_names=class_names, desc=f"eval {args.split}", **predict_kw
+        )
+    name = f"eval_{args.split}" + (f"_{args.deploy}" if args.deploy else "")
+    out = args.out or args.checkpoint.parent / name
     out.mkdir(parents=True, exist_ok=True)
     metrics.update(
         checkpoint=str(args.checkpoint), split=args.split, dataset=data.dataset, epoch=ckpt["epoch"]
@@ -312,9 +325,59 @@ def _run(args: argparse.Namespace) -> int:
         out / "confusion.png",
         title=f"{data.dataset} {args.split}: confusion (video level)",
     )
-    print(summary_line(metrics))
+    if args.deploy:
+        d = metrics["deployment"]
+        print(f"deployed ({d['mode']} on {d['backend']}): {summary_line(metrics)}")
+        print(f"PyTorch:                {summary_line(metrics['pytorch'])}")
+        print(f"clip top-1 agreement deployed vs PyTorch: {metrics['top1_agreement_with_pytorch']:.4f}")
+    else:
+        print(summary_line(metrics))
     print(f"results: {out / 'results.json'}\nconfusion matrix: {png}")
     return 0
+
+
+def _evaluate_deployed(args, data, model, dataset, class_names, predict_kw) -> dict[str, Any]:
+    """Metrics of host + spiking branch through the bridge, with the PyTorch ones beside them."""
+    from respike_neuro.bridge import DeployedClassifier, HybridBridge
+    from respike_neuro.train import build_split
+
+    cal, cal_desc = None, None
+    if args.deploy == "fixed":
+        if args.calibration_clips < 1:
+            raise ValueError(f"--calibration-clips must be >= 1, got {args.calibration_clips}")
+        val = build_split(data, model.cfg, "val")
+        if len(val) == 0:
+            raise ValueError("the validation split is empty: fixed point needs clips to calibrate on")
+        n = min(args.calibration_clips, len(val))
+        idx = np.unique(np.linspace(0, len(val) - 1, n).round().astype(int))  # spread over the classes
+        cal = torch.stack([torch.as_tensor(val[int(i)][0]) for i in idx])
+        cal_desc = f"{len(idx)} clips of the {data.dataset} validation split"
+    bridge = HybridBridge(
+        args.checkpoint, args.nir, mode=args.deploy, backend=args.backend, calibration=cal
+    )
+    with bridge:
+        t0 = time.perf_counter()
+        logits, labels = predict(
+            DeployedClassifier(bridge), dataset, device=torch.device("cpu"), desc="deployed", **predict_kw
+        )
+        seconds = time.perf_counter() - t0
+    device = next(model.parameters()).device
+    ref_logits, _ = predict(model, dataset, device=device, desc="pytorch", **predict_kw)
+    videos = getattr(dataset, "video_index", None)
+    metrics = compute_metrics(logits, labels, video_index=videos, class_names=class_names)
+    reference = compute_metrics(ref_logits, labels, video_index=videos, class_names=class_names)
+    metrics.update(
+        eval_seconds=seconds,
+        deployment={"mode": args.deploy, "backend": args.backend, "nir": str(args.nir or "exported now"),
+                    "calibration": cal_desc},
+        pytorch={k: reference[k] for k in ("clip_top1", "clip_top5", "video_top1", "video_top5",
+                                           "num_videos", "num_clips")},
+        top1_agreement_with_pytorch=float((logits.argmax(1) == ref_logits.argmax(1)).float().mean()),
+    )
+    skipped = skipped_count(dataset)
+    if skipped is not None:
+        metrics["skipped_videos"] = skipped
+    return metrics
 
 
 if __name__ == "__main__":

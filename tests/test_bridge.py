@@ -240,3 +240,19 @@ def test_fixed_agreement_benchmark_reports_margins(ckpt, capsys):
     assert r["saturated_values"] == 0 and not r["lava_bit_exact_with_emulator"]  # not checked: no Lava
     assert bench.main([*args, "--weight-bits", "12", "--engine", "lava", "--quiet"]) == 1
     assert "emulator backend only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("before", "expect"),
+    [("mp.get_start_method()", "fork"), ("mp.set_start_method('spawn')", "needs the 'fork'")],
+)
+def test_lava_import_survives_a_fixed_start_method(before, expect):
+    """Lava's own set_start_method('fork') raises once the method is fixed; importing the bridge must not."""
+    import subprocess
+    import sys
+
+    code = f"import multiprocessing as mp; {before}; import respike_neuro.bridge; "
+    code += "print(mp.get_start_method())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert expect in (r.stdout if expect == "fork" else r.stderr), r.stderr[-500:]
+    assert (r.returncode == 0) == (expect == "fork")

@@ -139,3 +139,38 @@ def test_cli_on_checkpoint(tmp_path, capsys):
     assert (tmp_path / "ev" / "confusion.png").is_file()
     rc = main([str(tmp_path / "missing.pt")])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_cli_evaluates_the_deployed_model(tmp_path, capsys):
+    from respike_neuro.data.synthetic import SyntheticActions
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    names = SyntheticActions(split="test", num_clips=12, frames=4, resolution=32).class_names
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(
+        ckpt,
+        dict(
+            format_version=FORMAT_VERSION,
+            model_config=cfg.to_dict(),
+            model=build_model(cfg).state_dict(),
+            train_config={"data": {"dataset": "synthetic", "test_clips": 6, "val_clips": 4}},
+            epoch=0,
+            step=0,
+            class_names=names,
+        ),
+    )
+    common = [str(ckpt), "--batch-size", "3", "--no-progress"]
+    # float: host + emulated spiking branch reproduce PyTorch's decisions
+    assert main([*common, "--deploy", "float", "--out", str(tmp_path / "f")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "deployed (float on emulator)" in out and "agreement deployed vs PyTorch: 1.0000" in out
+    res = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert res["top1_agreement_with_pytorch"] == 1.0 and res["video_top1"] == res["pytorch"]["video_top1"]
+    # fixed: calibrated on the validation split, never the test split
+    assert main([*common, "--deploy", "fixed", "--calibration-clips", "2"]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "eval_test_fixed" / "results.json").read_text())
+    assert res["deployment"]["calibration"] == "2 clips of the synthetic validation split"
+    assert res["num_clips"] == 6 and 0.0 <= res["top1_agreement_with_pytorch"] <= 1.0
+    assert main([*common, "--deploy", "fixed", "--calibration-clips", "0"]) == 1
+    assert "--calibration-clips must be >= 1" in capsys.readouterr().err

@@ -19,6 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from respike_neuro.sim import import_lava_runtime
+
+import_lava_runtime()
+
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
 from lava.proc.conv.process import Conv
