@@ -97,6 +97,8 @@ def _name(names: list[str], i: int | None) -> str:
 def report(bridge, res, ref, label, source: str) -> list[str]:
     import numpy as np
 
+    from respike_neuro.sim.runtime import describe_quantization
+
     names = bridge.class_names
     t, q = res.timings, res.traffic
     lines = [
@@ -140,16 +142,8 @@ def report(bridge, res, ref, label, source: str) -> list[str]:
         f"{q['report_bytes_out_per_step']:,} B); {q['sim_bytes_per_step']:,} B as float64 in this simulation",
     ]
     if res.quantization:
-        qz = res.quantization
-        lines.append(
-            f"fixed point: calibration {bridge.spiking.fixed.calibration}; saturated values "
-            f"{qz['saturated_total']}; "
-            + (
-                f"Lava bit-exact with the integer emulator: {qz['bit_exact_with_emulator']}"
-                if "bit_exact_with_emulator" in qz
-                else "run on the emulator backend (no Lava)"
-            )
-        )
+        cal = bridge.spiking.fixed.calibration
+        lines.append(f"fixed point: calibration {cal}; {describe_quantization(res.quantization)}")
     return lines
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from respike_neuro.sim.runtime import LavaSpikingBranch
+    from respike_neuro.sim.runtime import LavaSpikingBranch, describe_quantization
 
     if args.demo == bool(args.model):
         raise ValueError("give a NIR file or --demo (not both)")
@@ -154,11 +154,7 @@ def _run(args) -> int:
         )
     if br.fixed is not None:
         print(br.fixed.summary())
-        q = res.quantization
-        print(
-            f"saturated values: {q['saturated_total']}; "
-            f"Lava == integer emulator: {q['bit_exact_with_emulator']}"
-        )
+        print(describe_quantization(res.quantization))
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -60,6 +60,16 @@ class SegmentResult:
         return {k: float(v.mean()) for k, v in self.spikes.items()}
 
 
+def describe_quantization(q: dict) -> str:
+    """One line on a fixed-point call's `quantization` record: saturations and the emulator cross-check."""
+    check = (
+        f"Lava bit-exact with the integer emulator: {q['bit_exact_with_emulator']}"
+        if "bit_exact_with_emulator" in q
+        else "run on the emulator backend (no Lava)"
+    )
+    return f"saturated values {q['saturated_total']}; {check}"
+
+
 def _stage_of(port: str) -> int:
     m = re.fullmatch(r"stage(\d+)_(?:out|in)", port)
     return int(m.group(1)) if m else -1

@@ -38,7 +38,11 @@ def test_snn_only_file_and_hybrid_with_recorded_inputs(tmp_path):
     )
     r = _cli(hyb, "--inputs", tmp_path / "rec.npz", "--mode", "fixed")
     assert r.returncode == 0, r.stderr
-    assert "segments 2 x T=3" in r.stdout and "Lava == integer emulator: True" in r.stdout
+    assert "segments 2 x T=3" in r.stdout and "Lava bit-exact with the integer emulator: True" in r.stdout
+    r = _cli(hyb, "--inputs", tmp_path / "rec.npz", "--mode", "fixed", "--backend", "emulator")
+    assert r.returncode == 0, r.stderr
+    assert "-> 0 Lava processes" in r.stdout
+    assert "run on the emulator backend (no Lava)" in r.stdout
 
 
 def test_errors_are_one_line_and_nonzero(tmp_path):
