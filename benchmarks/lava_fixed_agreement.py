@@ -12,7 +12,7 @@ near tie), per-layer spike agreement (fraction of (neuron, timestep) pairs with 
 spike/no-spike) and spike rates, saturation counts, whether Lava matched the integer emulator bit for
 bit, the config, the machine and timings.
 
---engine emulator runs the bit-exact numpy emulator instead of Lava processes (2-3x faster here;
+--engine emulator runs the bit-exact numpy emulator instead of Lava processes (about 3x faster here;
 its equality with Lava is tested in tests/sim/test_fixed.py). --weight-bits > 8 (emulator only) is a
 diagnosis beyond Loihi 2: how much of the disagreement would wider weight mantissas remove?
 """

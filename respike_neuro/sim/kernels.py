@@ -7,7 +7,9 @@ K[bx, ay, ci, co], and
     out[ox, oy, co] = sum_{bx, ay, ci} K[bx, ay, ci, co] * xpad[ox*sx + bx*dx, oy*sy + ay*dy, ci].
 Dense inputs use im2col + one GEMM (BLAS); binary spike inputs below a density threshold use the
 scatter form out = col2im(S @ K_cat) with S the sparse spike matrix, so cost scales with the spike
-count instead of the input size.
+count instead of the input size. Binary input with integer weights (fixed point) runs the GEMM in
+float32: every partial sum is then an integer below 2**24 in magnitude, which float32 holds exactly,
+so the result is the float64 one at about twice the BLAS speed.
 """
 
 from __future__ import annotations
@@ -89,8 +91,12 @@ class ConvKernel:
         self.depthwise = self.groups == self.c_in and self.cig == 1 and self.c_out == self.c_in
         self.pointwise = self.kx == self.ky == 1 and self.px == self.py == 0 and self.groups == 1
         self.sparse_threshold = float(sparse_threshold) if self.groups == 1 else 0.0
+        taps = self.kx * self.ky * self.cig
+        self.exact_f32 = bool(np.all(k == np.rint(k)) and np.abs(k).max(initial=0.0) * taps < 2**24)
         if self.groups == 1:
             self.w_gemm = k.reshape(self.kx * self.ky * self.cig, self.c_out)
+            if self.exact_f32:
+                self.w_gemm32 = self.w_gemm.astype(np.float32)
             # scatter form: row ci holds all (bx, ay, co) taps of input channel ci
             self.w_scatter = np.ascontiguousarray(k.transpose(2, 0, 1, 3)).reshape(self.cig, -1)
         else:
@@ -99,6 +105,7 @@ class ConvKernel:
             self.w_groups = [k[:, :, :, i * co_g : (i + 1) * co_g].reshape(-1, co_g) for i in range(g)]
         x, y, c = self.input_shape
         self._xpad = np.zeros((x + 2 * self.px, y + 2 * self.py, c))
+        self._xpad32 = self._xpad.astype(np.float32) if self.exact_f32 else None
         ox, oy, _ = self.output_shape
         # valid output/input index ranges per kernel tap for the scatter path
         self._taps = []
@@ -131,6 +138,8 @@ class ConvKernel:
                 return np.zeros(self.output_shape)
             if nnz < self.sparse_threshold * x.size:
                 return self._scatter(x)
+        if binary and self.exact_f32 and self.groups == 1:
+            return self._gemm32(x)
         if self.pointwise:
             xs = x[:: self.sx, :: self.sy, :]
             return (xs.reshape(-1, self.c_in) @ self.w_gemm).reshape(self.output_shape)
@@ -148,10 +157,19 @@ class ConvKernel:
         ]
         return np.concatenate(outs, axis=1).reshape(self.output_shape)
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
+    def _gemm32(self, x: np.ndarray) -> np.ndarray:
+        """The GEMM in float32 (exact here, see the module docstring), returned as float64."""
+        x32 = x.astype(np.float32)
+        if self.pointwise:
+            cols = x32[:: self.sx, :: self.sy, :].reshape(-1, self.c_in)
+        else:
+            cols = self._im2col(self._pad(x32, self._xpad32))
+        return (cols @ self.w_gemm32).astype(np.float64).reshape(self.output_shape)
+
+    def _pad(self, x: np.ndarray, xp: np.ndarray | None = None) -> np.ndarray:
         if self.px == 0 and self.py == 0:
             return x
-        xp = self._xpad
+        xp = self._xpad if xp is None else xp
         xp[self.px : self.px + x.shape[0], self.py : self.py + x.shape[1], :] = x
         return xp
 

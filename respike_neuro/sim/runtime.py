@@ -19,7 +19,7 @@ Failures (exception in a host callback, bad shapes, Ctrl-C, a step that does not
 Backends: "cpu" (Lava's CPU simulation), "loihi2" (Intel's hardware run configuration, when its
 backend is installed) and "emulator": no Lava processes; the numpy executor (sim/executor.py) runs
 the same plan with the same integer rules, bit-exact with the Lava fixed-point run (tested) and
-2-3x faster on small models (no inter-process messaging), for evaluating a quantisation over many clips.
+about 3x faster on small models (no inter-process messaging), for evaluating a quantisation over many clips.
 """
 
 from __future__ import annotations

@@ -50,3 +50,18 @@ def test_kernel_rejects_bad_shapes():
     kern = ConvKernel(np.zeros((4, 3, 3, 3)), (5, 5, 3))
     with pytest.raises(ValueError, match="shape"):
         kern(np.zeros((5, 4, 3)))
+
+
+@pytest.mark.parametrize(("k", "pad"), [(3, 1), (1, 0)])
+def test_binary_input_with_integer_weights_runs_float32_exactly(k, pad):
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, size=(16, k, k, 24)).astype(np.float64)  # 8-bit mantissas
+    kern = ConvKernel(w, (9, 7, 24), 1, pad)
+    assert kern.exact_f32
+    x = (rng.random((9, 7, 24)) < 0.3).astype(np.float64)
+    got = kern(x, binary=True)
+    want = (kern._im2col(kern._pad(x)) if k > 1 else x.reshape(-1, 24)) @ kern.w_gemm
+    assert got.dtype == np.float64 and np.array_equal(got, want.reshape(got.shape))
+    # real-valued weights, or integers whose sums could pass 2**24, keep float64
+    assert not ConvKernel(w + 0.5, (9, 7, 24), 1, pad).exact_f32
+    assert not ConvKernel(w * 2**16, (9, 7, 24), 1, pad).exact_f32
