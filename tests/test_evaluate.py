@@ -92,24 +92,24 @@ def test_predict_keeps_dataset_order():
     torch.testing.assert_close(logits[3:4], direct, rtol=1e-4, atol=1e-5)
 
 
-def test_cli_on_checkpoint(tmp_path, capsys):
+def _untrained_checkpoint(path, class_names, data: dict):
     torch.manual_seed(0)
     cfg = ModelConfig(**TINY)
-    model = build_model(cfg)
-    names = [f"class{i}" for i in range(12)]
-    ckpt = tmp_path / "best.pt"
-    save_checkpoint(
-        ckpt,
-        dict(
-            format_version=FORMAT_VERSION,
-            model_config=cfg.to_dict(),
-            model=model.state_dict(),
-            train_config={"data": {"dataset": "synthetic", "test_clips": 6}},
-            epoch=0,
-            step=0,
-            class_names=names,
-        ),
+    state = dict(
+        format_version=FORMAT_VERSION,
+        model_config=cfg.to_dict(),
+        model=build_model(cfg).state_dict(),
+        train_config={"data": {"dataset": "synthetic", **data}},
+        epoch=0,
+        step=0,
+        class_names=class_names,
     )
+    save_checkpoint(path, state)
+    return path
+
+
+def test_cli_on_checkpoint(tmp_path, capsys):
+    ckpt = _untrained_checkpoint(tmp_path / "best.pt", [f"class{i}" for i in range(12)], {"test_clips": 6})
     rc = main([str(ckpt), "--split", "test", "--num-clips", "12", "--batch-size", "4", "--no-progress"])
     # the synthetic dataset's own names differ from the checkpoint's made-up ones: a clear error
     assert rc == 1 and "classes differ" in capsys.readouterr().err
@@ -144,22 +144,8 @@ def test_cli_on_checkpoint(tmp_path, capsys):
 def test_cli_evaluates_the_deployed_model(tmp_path, capsys):
     from respike_neuro.data.synthetic import SyntheticActions
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(**TINY)
     names = SyntheticActions(split="test", num_clips=12, frames=4, resolution=32).class_names
-    ckpt = tmp_path / "best.pt"
-    save_checkpoint(
-        ckpt,
-        dict(
-            format_version=FORMAT_VERSION,
-            model_config=cfg.to_dict(),
-            model=build_model(cfg).state_dict(),
-            train_config={"data": {"dataset": "synthetic", "test_clips": 6, "val_clips": 4}},
-            epoch=0,
-            step=0,
-            class_names=names,
-        ),
-    )
+    ckpt = _untrained_checkpoint(tmp_path / "best.pt", names, {"test_clips": 6, "val_clips": 4})
     common = [str(ckpt), "--batch-size", "3", "--no-progress"]
     # float: host + emulated spiking branch reproduce PyTorch's decisions
     assert main([*common, "--deploy", "float", "--out", str(tmp_path / "f")]) == 0, capsys.readouterr().err
