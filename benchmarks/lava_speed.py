@@ -46,12 +46,12 @@ def stage_configs(input_hw: int, width: int, stages: list[int]) -> list[dict]:
 
 
 def lava_ms_per_step(
-    graph, timesteps: int, fast: bool, sparse: float, seed: int, record: bool = False
+    graph, timesteps: int, fast: bool, sparse: float, seed: int, record: bool = False, mode: str = "float"
 ) -> tuple[float, int, dict]:
     from respike_neuro.sim.runtime import LavaSpikingBranch
 
     with LavaSpikingBranch(
-        graph, fast_models=fast, timesteps=timesteps, record_spikes=record, sparse_threshold=sparse
+        graph, mode=mode, fast_models=fast, timesteps=timesteps, record_spikes=record, sparse_threshold=sparse
     ) as br:
         port = br.input_ports[0]
         x = np.random.default_rng(seed).normal(size=(SEGMENTS * timesteps,) + br.plan.units[port].shape) * 1.5
@@ -178,13 +178,14 @@ def main(argv=None) -> int:
         f"input {args.input_hw}^2, width {args.width}, {args.blocks} blocks/stage, T={args.timesteps}"
     )
     print(
-        "ms per logical timestep. stock/fast: whole stage in Lava, spike recording off; +rec: fast+sparse\n"
-        "with a spike recorder per LIF; numpy: fast kernels in one process (no Lava messaging); "
-        "torch: eager, batch 1"
+        "ms per logical timestep. stock/fast: whole stage in Lava (float), spike recording off; +rec:\n"
+        "fast+sparse with a spike recorder per LIF; fixed: fast+sparse in Loihi 2 fixed point; numpy: fast\n"
+        "float kernels in one process (no Lava messaging); torch: eager float32, batch 1"
     )
     print(
         f"{'stage':>5} {'C_in->C':>9} {'HxW':>7} {'stock':>8} {'fast':>7} {'fast+sp':>7} {'+rec':>7} "
-        f"{'numpy':>7} {'torch':>7} {'x stock':>7} {'/torch':>6} {'np/tor':>6}  spike rate"
+        f"{'fixed':>7} {'numpy':>7} {'torch':>7} {'x stock':>7} {'/torch':>6} {'fx/tor':>6} {'np/tor':>6}  "
+        "spike rate"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +204,7 @@ def main(argv=None) -> int:
             dense, steps, _ = lava_ms_per_step(g, args.timesteps, True, 0.0, 0)
             sparse_rec, _, rates = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, record=True)
             sparse, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0)
+            fixed, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, mode="fixed")
             kernels_ms = numpy_ms_per_step(g, args.timesteps, 0.1, 0)
             path = Path(tmp) / f"s{cfg['stage']}.nir"
             nir.write(str(path), g)
@@ -231,6 +233,7 @@ def main(argv=None) -> int:
                 fast_dense_ms=dense,
                 fast_sparse_ms=sparse,
                 fast_sparse_recording_ms=sparse_rec,
+                fast_sparse_fixed_ms=fixed,
                 numpy_kernels_ms=kernels_ms,
                 torch_ms=torch_ms,
                 lava_steps=steps,
@@ -239,9 +242,10 @@ def main(argv=None) -> int:
             rows.append(row)
             print(
                 f"{cfg['stage']:>5} {cfg['c_in']:>4}->{cfg['channels']:<4} {cfg['hw']:>3}x{cfg['hw']:<3} "
-                f"{stock:8.1f} {dense:7.2f} {sparse:7.2f} {sparse_rec:7.2f} {kernels_ms:7.2f} "
+                f"{stock:8.1f} {dense:7.2f} {sparse:7.2f} {sparse_rec:7.2f} {fixed:7.2f} {kernels_ms:7.2f} "
                 f"{torch_ms:7.2f} "
-                f"{stock / best:7.1f} {best / torch_ms:6.2f} {kernels_ms / torch_ms:6.2f}  "
+                f"{stock / best:7.1f} {best / torch_ms:6.2f} {fixed / torch_ms:6.2f} "
+                f"{kernels_ms / torch_ms:6.2f}  "
                 f"{row['mean_spike_rate']:.3f}"
             )
     if args.json:
