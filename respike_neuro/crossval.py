@@ -115,6 +115,10 @@ def run_folds(cfg: RunConfig, folds: list[int], *, out: Path | None = None) -> d
 def make_crossval_parser() -> argparse.ArgumentParser:
     parser = make_parser()
     parser.prog = "python -m respike_neuro.crossval"
+    parser.usage = (
+        "%(prog)s [--config FILE] [--out DIR] [--folds K [K ...]] [--set SECTION.KEY=VALUE ...] "
+        "[--SECTION.KEY VALUE ...]"
+    )
     parser.description = "Train and test every official fold (UCF-101, HMDB-51) and report the mean."
     parser.add_argument(
         "--folds", type=int, nargs="+", default=None, help="folds to run (default: all of the dataset's)"
