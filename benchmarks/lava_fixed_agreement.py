@@ -170,24 +170,23 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from respike_neuro.cli import guarded
+
     args = _parser().parse_args(argv)
-    try:
-        r = measure(
-            args.checkpoint,
-            args.nir,
-            clips=args.clips,
-            batch=args.batch,
-            calibration_clips=args.calibration_clips,
-            engine=args.engine,
-            weight_bits=args.weight_bits,
-            progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, RuntimeError, OSError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return 1
+    return guarded(lambda: _measure_and_print(args), errors=(ValueError, TypeError, RuntimeError, OSError))
+
+
+def _measure_and_print(args: argparse.Namespace) -> int:
+    r = measure(
+        args.checkpoint,
+        args.nir,
+        clips=args.clips,
+        batch=args.batch,
+        calibration_clips=args.calibration_clips,
+        engine=args.engine,
+        weight_bits=args.weight_bits,
+        progress=not args.quiet,
+    )
     m = r["model"]
     print(
         f"config: {r['checkpoint']} ({m['architecture']}, {m['frames']} frames {m['resolution']}px, width "

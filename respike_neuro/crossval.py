@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from respike_neuro.checkpoint import CheckpointError
+from respike_neuro.cli import guarded
 from respike_neuro.data.registry import canonical_name, official_folds
 from respike_neuro.train import ConfigError, RunConfig, config_from_args, make_parser, run
 
@@ -130,19 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_crossval_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        folds = args.folds or list(official_folds(canonical_name(cfg.data.dataset)))
-        result = run_folds(cfg, folds)
-    except (ConfigError, CheckpointError, ValueError, TypeError, RuntimeError, OSError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
+        return guarded(
+            lambda: _run_and_report(args),
+            errors=(ConfigError, CheckpointError, ValueError, TypeError, RuntimeError, OSError),
+            prefix=f"{parser.prog}: error",
+            interrupted="interrupted; rerun the same command to continue",
+        )
     finally:
         from respike_neuro.distributed import cleanup_distributed
 
         cleanup_distributed()
+
+
+def _run_and_report(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = run_folds(cfg, args.folds or list(official_folds(canonical_name(cfg.data.dataset))))
     s = result["summary"]
     print(f"{result['dataset']} cross-validation over folds {s['folds']} (test split of each fold):")
     print(f"{'fold':>6} {'video top-1':>12} {'clip top-1':>11} {'video top-5':>12} {'videos':>7}")

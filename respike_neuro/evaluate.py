@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from respike_neuro.cli import ArgumentParser
+from respike_neuro.cli import ArgumentParser, guarded
 from respike_neuro.distributed import DistInfo, ShardSampler, all_gather_rows
 
 
@@ -274,12 +274,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="fixed point: validation clips that set the ranges (default 8)")
 
     args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr)
-        return 1
+    return guarded(
+        lambda: _run(args),
+        errors=(ValueError, TypeError, KeyError, OSError, RuntimeError),
+        prefix=f"{parser.prog}: error",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -59,7 +59,7 @@ from respike_neuro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from respike_neuro.cli import ArgumentParser
+from respike_neuro.cli import ArgumentParser, guarded
 from respike_neuro.config import VARIANTS, ModelConfig
 from respike_neuro.distributed import (
     DistInfo,
@@ -972,17 +972,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     try:
-        summary = run(cfg)
-    except (ConfigError, CheckpointError, ValueError, TypeError, FileNotFoundError, OSError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; resume with the same --out (last.pt)", file=sys.stderr)
-        return 130
+        return guarded(
+            lambda: _train_and_report(cfg),
+            errors=(ConfigError, CheckpointError, ValueError, TypeError, OSError),
+            prefix=f"{parser.prog}: error",
+            interrupted="interrupted; resume with the same --out (last.pt)",
+        )
     finally:
         from respike_neuro.distributed import cleanup_distributed
 
         cleanup_distributed()
+
+
+def _train_and_report(cfg: RunConfig) -> int:
+    summary = run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         if "test" in summary:
             m = summary["test"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from respike_neuro.cli import ArgumentParser  # noqa: E402
+from respike_neuro.cli import ArgumentParser, guarded  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,15 +224,9 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except (DemoError, ValueError, TypeError, RuntimeError, OSError, IndexError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+    return guarded(
+        lambda: _run(args), errors=(DemoError, ValueError, TypeError, RuntimeError, OSError, IndexError)
+    )
 
 
 if __name__ == "__main__":

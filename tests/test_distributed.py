@@ -13,6 +13,7 @@ into flipped spikes within a few steps, so only a run that really is equivalent 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,24 +28,16 @@ from respike_neuro.distributed import DistInfo, ShardSampler, TrainSampler, all_
 from respike_neuro.train import build_run_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(num_classes=12, frames=4, stride=2, resolution=32, snn_width=8, fusion_pool=[1, 1, 1, 1])
+_spec = importlib.util.spec_from_file_location("train_test_helpers", ROOT / "tests" / "test_train.py")
+train_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_helpers)
 
 
 def _config(out: Path, **train) -> dict:
-    return {
-        "model": dict(TINY_MODEL),
-        "data": {"dataset": "synthetic", "train_clips": 12, "val_clips": 4, "test_clips": 6},
-        "train": {
-            "epochs": 1,
-            "batch_size": 4,
-            "lr": 0.01,
-            "out": str(out),
-            "progress": False,
-            "log_every_steps": 1,
-            "eval_batch_size": 2,
-            **train,
-        },
-    }
+    """test_train's tiny run with 12 training clips (3 global batches of 4 for 2 ranks)."""
+    cfg = train_helpers.tiny(out, **{"lr": 0.01, "eval_batch_size": 2, **train})
+    cfg["data"].update(train_clips=12, test_clips=6)
+    return cfg
 
 
 def _records(out: Path) -> list[dict]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from respike_neuro.cli import ArgumentParser
+from respike_neuro.cli import ArgumentParser, guarded
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,14 +75,7 @@ def _load_inputs(path: Path, ports: dict[str, tuple], timesteps: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(lambda: _run(args), errors=(ValueError, TypeError, RuntimeError, OSError), status=2)
 
 
 def _run(args) -> int:
