@@ -85,6 +85,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="autocast: fp16 + GradScaler on CUDA, bf16 on CPU")
+    p.add_argument("--amp-dtype", choices=["fp16", "bf16"], help="--amp's dtype (bf16: no scaler)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -105,7 +106,10 @@ def main() -> None:
     model = model.to(memory_format=fmt)
     model.checkpoint_activations = args.checkpoint_activations
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler(enabled=args.amp and device.type == "cuda")
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[
+        args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
+    ]
+    scaler = torch.amp.GradScaler(enabled=args.amp and amp_dtype == torch.float16 and device.type == "cuda")
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
     if args.channels_last:  # (B, T, C, H, W) with C innermost, so every frame is NHWC
         clip = clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
@@ -116,7 +120,6 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
             loss = torch.nn.functional.cross_entropy(forward(clip), labels)
         opt.zero_grad(set_to_none=True)
