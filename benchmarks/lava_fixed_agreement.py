@@ -2,7 +2,7 @@
 """Rung 5: fixed-point Lava (Loihi 2 widths) with the host in the loop vs the PyTorch model.
 
     python benchmarks/lava_fixed_agreement.py runs/default/best.pt [--nir runs/default/model.nir]
-        [--clips 240] [--batch 16] [--calibration-clips 8] [--engine lava|emulator]
+        [--clips 240] [--batch 16] [--calibration-clips 8] [--engine lava|emulator|torch]
         [--weight-bits 8] [--json out.json]
 
 Runs built-in synthetic test clips through HybridBridge(mode="fixed") and through the PyTorch model
@@ -13,8 +13,10 @@ spike/no-spike) and spike rates, saturation counts, whether Lava matched the int
 bit, the config, the machine and timings.
 
 --engine emulator runs the bit-exact numpy emulator instead of Lava processes (about 3x faster here;
-its equality with Lava is tested in tests/sim/test_fixed.py). --weight-bits > 8 (emulator only) is a
-diagnosis beyond Loihi 2: how much of the disagreement would wider weight mantissas remove?
+its equality with Lava is tested in tests/sim/test_fixed.py); --engine torch runs the same integer
+arithmetic batched in torch (respike_neuro/torch_emulator.py, equal to the emulator: tests/test_bridge.py).
+--weight-bits > 8 (emulator and torch only) is a diagnosis beyond Loihi 2: how much of the
+disagreement would wider weight mantissas remove?
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-clips", type=int, default=8, help="built-in training clips for fixed-point ranges"
     )
-    p.add_argument("--engine", choices=("lava", "emulator"), default="lava", help="default: lava")
+    p.add_argument("--engine", choices=("lava", "emulator", "torch"), default="lava",
+                   help="lava (default), the numpy emulator, or its arithmetic batched in torch")
     p.add_argument("--weight-bits", type=int, default=8, help="weight mantissa bits (8 = Loihi 2)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -71,7 +74,7 @@ def measure(
         checkpoint,
         nir,
         mode="fixed",
-        backend="cpu" if engine == "lava" else "emulator",
+        backend="cpu" if engine == "lava" else engine,
         calibration_clips=calibration_clips,
         weight_bits=weight_bits,
     )

@@ -47,7 +47,10 @@ from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
 from respike_neuro.sim.plan import PlanError, load_graph
 from respike_neuro.sim.resources import loihi2_report
-from respike_neuro.sim.runtime import LavaSpikingBranch
+from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
+from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
+
+BACKENDS = ("cpu", "loihi2", "emulator", "torch")  # torch: torch_emulator (batched, CPU or GPU)
 
 __all__ = ["BridgeError", "HybridBridge", "HybridResult", "sha256_of", "calibration_inputs"]
 
@@ -144,7 +147,8 @@ class HybridBridge:
 
     checkpoint: path of a training checkpoint. nir: the exported spiking branch (export/to_nir.py); when
     None the branch is exported on the fly into a temporary file. mode: "float" | "fixed" (Loihi 2
-    widths). backend: "cpu" | "loihi2" | "emulator" (sim/runtime.py). device: host torch device
+    widths). backend: "cpu" | "loihi2" | "emulator" (sim/runtime.py) | "torch" (torch_emulator.py:
+    the emulator's arithmetic batched in torch, CPU or GPU). device: host torch device
     (default: cuda when available).
     host_dtype: torch dtype of the host model (float64 by default, see the module docstring).
     calibration: fixed mode only: clips (B, T, 3, H, W) whose golden trace sets the fixed-point ranges
@@ -198,10 +202,12 @@ class HybridBridge:
         if mode == "fixed":
             cal = self._calibration(calibration, calibration_clips)
         self.calibration_s = time.perf_counter() - t0
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.spiking = LavaSpikingBranch(
             graph,
             mode=mode,
-            backend=backend,
+            backend="emulator" if backend == "torch" else backend,
             fast_models=fast_models,
             calibration=cal,
             step_timeout=step_timeout,
@@ -228,6 +234,11 @@ class HybridBridge:
                 self.close()
                 raise
         self.model = self.model.to(self.device)
+        # backend "torch": the emulator's plan and integer formats, run batched by torch_emulator
+        self.torch_emulator = (
+            TorchPlanEmulator(self.spiking.plan, self.timesteps, self.spiking.fixed, device=self.device)
+            if backend == "torch" else None
+        )
 
     # ------------------------------------------------------------------------------- contract checks
     def _export_temporary(self, sha: str):
@@ -370,6 +381,11 @@ class HybridBridge:
         def context(stage: int, seq: int, step: int) -> torch.Tensor:
             return feats[stage][seq * f + (step if f > 1 else 0)]
 
+        def contexts(stage: int, n: int) -> torch.Tensor:
+            """ANN features for n logical steps in the bridge's order (index = segment * T + step)."""
+            idx = torch.arange(n, device=self.device)
+            return feats[stage][(idx // T) * f + (idx % T if f > 1 else 0)]
+
         fuse_s = timings["host_fuse_s"]
 
         def host(stage: int, t: int, out: np.ndarray) -> np.ndarray:
@@ -381,16 +397,26 @@ class HybridBridge:
             fuse_s[stage] += time.perf_counter() - h0
             return y
 
+        def host_batch(stage: int, out: torch.Tensor) -> torch.Tensor:
+            h0 = time.perf_counter()
+            x = out.to(self.device, self.host_dtype)
+            y = model.fuse(stage - 1, x, contexts(stage - 1, x.shape[0]))
+            sync()
+            fuse_s[stage] += time.perf_counter() - h0
+            return y
+
         was_started = self.spiking.startup_s > 0
-        res = self.spiking.run_clip(residual, host=host if model.fusions is not None else None)
+        fusing = model.fusions is not None
+        if self.torch_emulator is None:
+            res = self.spiking.run_clip(residual, host=host if fusing else None)
+        else:
+            res = self._run_torch_emulator(residual, host_batch if fusing else None)
 
         # host: last fusion, time mean, head
         x4 = torch.from_numpy(res.outputs["stage4_out"]).to(self.device, self.host_dtype)  # (B*N*T', C, h, w)
-        if model.fusions is not None:
+        if fusing:
             t0 = time.perf_counter()
-            idx = torch.arange(n_seq * T, device=self.device)
-            ctx_idx = (idx // T) * f + (idx % T if f > 1 else 0)
-            x4 = model.fuse(3, x4, feats[3][ctx_idx])
+            x4 = model.fuse(3, x4, contexts(3, n_seq * T))
             sync()
             fuse_s[4] += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -437,6 +463,19 @@ class HybridBridge:
                 )
             )
         return results
+
+    def _run_torch_emulator(self, residual: np.ndarray, host) -> SegmentResult:
+        """Backend "torch": the whole batch through torch_emulator, in the runtime's result type."""
+        out, timings = run_segments(self.torch_emulator, torch.from_numpy(residual).to(self.device), host)
+        plan = self.spiking.plan
+        res = SegmentResult(out["outputs"], out["spikes"], out["host_inputs"],
+                            {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}, timings)
+        if self.mode == "fixed":
+            sat = out["saturation"]
+            res.quantization = {
+                "saturation": sat, "saturated_total": int(sum(sat.values())), "engine": "torch"
+            }
+        return res
 
     def _traffic(self, residual: np.ndarray, res) -> dict[str, Any]:
         """Host <-> chip traffic per logical timestep, counted from the arrays that crossed, at the

@@ -267,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     dep = parser.add_argument_group("deployed model (host + Lava)")
     dep.add_argument("--deploy", choices=("float", "fixed"), default=None,
                      help="evaluate host + spiking branch in this arithmetic instead of PyTorch")
-    dep.add_argument("--backend", choices=("emulator", "cpu", "loihi2"), default="emulator",
-                     help="spiking branch on the bit-exact numpy emulator (default), Lava CPU or Loihi 2")
+    dep.add_argument("--backend", choices=("emulator", "torch", "cpu", "loihi2"), default="emulator",
+                     help="spiking branch on the bit-exact numpy emulator (default), the same arithmetic "
+                     "batched in torch, Lava CPU or Loihi 2")
     dep.add_argument("--nir", type=Path, default=None, help="NIR export of the checkpoint (default: export)")
     dep.add_argument("--calibration-clips", type=int, default=8,
                      help="fixed point: validation clips that set the ranges (default 8)")

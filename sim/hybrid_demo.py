@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
     )
     p.add_argument(
-        "--backend", choices=("cpu", "loihi2", "emulator"), default="cpu",
-        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava",
+        "--backend", choices=("cpu", "loihi2", "emulator", "torch"), default="cpu",
+        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava; "
+        "torch: the emulator's arithmetic batched in torch",
     )
     p.add_argument("--device", default=None, help="host torch device (default: cuda if available, else cpu)")
     p.add_argument("--stock-models", action="store_true", help="Lava's stock (slow) Conv models")

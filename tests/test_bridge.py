@@ -256,3 +256,33 @@ def test_lava_import_survives_a_fixed_start_method(before, expect):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert expect in (r.stdout if expect == "fork" else r.stderr), r.stderr[-500:]
     assert (r.returncode == 0) == (expect == "fork")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_torch_backend_equals_the_emulator_batched(ckpt, mode, children):
+    before = children()
+    clips = built_in_clips(4)
+    kw = dict(mode=mode, calibration_clips=4)
+    with HybridBridge(ckpt, backend="emulator", **kw) as em, HybridBridge(ckpt, backend="torch", **kw) as tb:
+        assert tb.torch_emulator is not None and em.torch_emulator is None
+        ref, got = em.run_clips(clips), tb.run_clips(clips)
+        golden = tb.reference(clips)
+    assert children() == before  # neither backend starts a process
+    for r, g in zip(ref, got, strict=True):
+        for k, s in r.spikes.items():  # every layer, every timestep
+            assert np.array_equal(g.spikes[k], s), f"{k}: {int((g.spikes[k] != s).sum())} spikes differ"
+        for k, v in r.outputs.items():
+            if mode == "fixed":  # integers scaled by powers of two: exact
+                assert np.array_equal(g.outputs[k], v), k
+            else:
+                np.testing.assert_allclose(g.outputs[k], v, rtol=0, atol=1e-12)
+        for k, v in r.host_inputs.items():
+            np.testing.assert_allclose(g.host_inputs[k], v, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(g.logits, r.logits, rtol=0, atol=1e-12)
+        assert g.timings["lava_processes"] == 0 and g.timings["host_fuse_s"][2] > 0
+    if mode == "fixed":
+        assert got[0].quantization["engine"] == "torch"
+        assert got[0].quantization["saturation"] == ref[0].quantization["saturation"]
+    else:
+        _assert_equivalent(got, golden)
+    assert np.mean([r.spike_rates[k] for r in got for k in r.spike_rates]) > 0.01  # not vacuous

@@ -1,0 +1,200 @@
+"""The mapped spiking branch in torch: the numpy emulator's arithmetic, batched over clips and time.
+
+`sim/executor.run_plan` evaluates a plan one logical timestep and one clip at a time, in numpy, so it can
+stand beside Lava without torch. Here the same plan runs unit by unit over whole (T, S, C, H, W) tensors
+(S = segments of every clip in the batch): convolutions, relays and delays are stateless, so time folds
+into the batch as in the training model, and only the LIF layers loop over T. A host-fed port is reached
+after the whole of the stage it is computed from, so the host fuses a stage for every step in one call.
+
+Fixed point (a `FixedPointPlan`) follows the integer rules of `run_plan` exactly: payloads rint(x 2**f)
+saturated to 24 bits; convolutions of integer mantissas summed exactly in float64 (every partial sum
+stays far below 2**53) and shifted by the layer's exponent, floor for right shifts; Lava's bit-accurate
+LIF (trunc-toward-zero decays, 24-bit wrap of u, clip of v, threshold << 6); relays add the integer bias.
+Float mode is the plan's float arithmetic. Tests compare both with `run_plan` spike for spike.
+
+Why not run the numpy emulator per clip: it is one clip and one timestep at a time through numpy's
+im2col; this is one torch convolution per layer for a whole batch, on the CPU or a GPU.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from respike_neuro.sim.fixed_point import FixedPointPlan
+from respike_neuro.sim.plan import Plan
+
+INT24 = float(1 << 23)
+# (stage k, stage-k output (T, S, C, h, w)) -> the next stage's input, same layout
+HostBatchFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def _stage(port: str) -> int:
+    m = re.fullmatch(r"stage(\d+)_out", port)
+    if m is None:
+        raise ValueError(f"host-fed ports must be computed from a stage<k>_out port, got {port!r}")
+    return int(m.group(1))
+
+
+class TorchPlanEmulator:
+    """Runs a `Plan` (float) or a `Plan` + `FixedPointPlan` (Loihi 2 integers) on whole batches."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        timesteps: int,
+        fixed: FixedPointPlan | None = None,
+        *,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.plan, self.timesteps, self.fixed = plan, int(timesteps), fixed
+        self.device = torch.device(device)
+
+        def t(a: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device)
+
+        self.weights: dict[str, torch.Tensor] = {}
+        self.bias: dict[str, torch.Tensor] = {}
+        self.scale: dict[str, torch.Tensor] = {}
+        for key, u in plan.units.items():
+            if u.kind == "conv":
+                self.weights[key] = t(fixed.convs[key].mantissa if fixed else u.weight)
+            elif u.kind == "lif":
+                if fixed:
+                    q = fixed.lifs[key]
+                    self.bias[key] = t(np.left_shift(np.asarray(q.bias_mant, dtype=np.int64),
+                                                     np.asarray(q.bias_exp, dtype=np.int64)))
+                else:
+                    self.bias[key] = t(u.bias)
+            elif u.kind == "relay":
+                self.bias[key] = t(fixed.relay_bias[key] if fixed else u.bias)
+                self.scale[key] = t(u.scale)
+
+    def run(
+        self, inputs: dict[str, torch.Tensor], host: HostBatchFn | None = None
+    ) -> dict[str, Any]:
+        """inputs: port -> (T, S, C, H, W) real values (S segments, state reset for each).
+
+        Returns outputs (port -> (T, S, C, h, w) real), spikes (LIF key -> bool tensor), host_inputs
+        (host-fed port -> what the host returned), saturation (unit -> clipped entries, fixed point).
+        """
+        plan, fixed, T = self.plan, self.fixed, self.timesteps
+        val: dict[str, torch.Tensor] = {}
+        outputs, spikes, host_in, sat = {}, {}, {}, {}
+        for key, u in plan.units.items():
+            if u.kind == "input":
+                if key in inputs:
+                    x = torch.as_tensor(inputs[key], dtype=torch.float64, device=self.device)
+                else:
+                    if host is None:
+                        raise ValueError(f"no data for input port {key!r} and no host function")
+                    x = host(_stage(plan.feeds[key]), outputs[plan.feeds[key]]).to(self.device, torch.float64)
+                    host_in[key] = x
+                if x.shape[0] != T or tuple(x.shape[2:]) != tuple(u.shape):
+                    raise ValueError(
+                        f"input {key!r}: expected (T={T}, S, *{tuple(u.shape)}), got {tuple(x.shape)}"
+                    )
+                val[key] = self._clamp(key, torch.round(x * 2.0 ** fixed.frac_bits[key]), sat) if fixed else x
+                continue
+            a = val[u.preds[0]]
+            for p in u.preds[1:]:
+                a = a + val[p]
+            if u.kind == "conv":
+                w = self.weights[key]
+                y = F.conv2d(a.flatten(0, 1), w, None, u.stride, u.padding, u.dilation, u.groups)
+                y = y.view(a.shape[:2] + y.shape[1:])
+                if fixed:
+                    e = fixed.convs[key].weight_exp
+                    y = self._clamp(key, y * 2.0**e if e >= 0 else torch.floor(y * 2.0**e), sat)
+            elif u.kind == "lif":
+                y = self._lif(key, a, sat)
+                spikes[key] = y.bool()
+            elif u.kind == "relay":
+                y = a + self.bias[key]
+                y = self._clamp(key, y, sat) if fixed else self.scale[key] * y
+            else:  # delay (identity in logical time) and output
+                y = a
+            val[key] = y
+            if u.kind == "output":
+                outputs[key] = y * 2.0 ** -fixed.frac_bits[u.preds[0]] if fixed else y
+        return {"outputs": outputs, "spikes": spikes, "host_inputs": host_in, "saturation": sat}
+
+    @staticmethod
+    def _clamp(key: str, y: torch.Tensor, sat: dict[str, int]) -> torch.Tensor:
+        hi = INT24 - 1
+        sat[key] = sat.get(key, 0) + int(((y > hi) | (y < -hi)).sum())
+        return y.clamp(-hi, hi)
+
+    def _lif(self, key: str, a: torch.Tensor, sat: dict[str, int]) -> torch.Tensor:
+        u_ = self.plan.units[key]
+        bias = self.bias[key]
+        out = torch.empty_like(a)
+        v = torch.zeros_like(a[0])
+        if self.fixed is None:
+            keep = 1 - (1.0 - u_.beta)  # as run_plan writes it (dv = 1 - beta), bit for bit
+            for t in range(a.shape[0]):
+                v = v * keep + a[t] + bias
+                s = v > u_.theta
+                v = v.masked_fill(s, 0.0)
+                out[t] = s
+            return out
+        q = self.fixed.lifs[key]
+        keep_v, vth = float(4096 - q.dv), float(q.vth << 6)
+        u = torch.zeros_like(a[0])
+        bad = 0
+        for t in range(a.shape[0]):
+            # u: du = 4095 decays it fully; written as Lava computes it so other du stay exact
+            dc = torch.trunc(u * float(4096 - (q.du + 1)) / 4096.0) + a[t] * 64.0
+            bad += int(((dc > INT24) | (dc <= -INT24)).sum())
+            u = torch.where(dc > INT24, dc - 2 * INT24, dc)
+            u = torch.where(u <= -INT24, dc + 2 * INT24, u)
+            nv = torch.trunc(v * keep_v / 4096.0) + u + bias
+            bad += int(((nv > INT24 - 1) | (nv < -INT24 + 1)).sum())
+            v = nv.clamp(-(INT24 - 1), INT24 - 1)
+            s = v > vth
+            v = v.masked_fill(s, 0.0)
+            out[t] = s
+        sat[key] = sat.get(key, 0) + bad
+        return out
+
+
+def run_segments(
+    emulator: TorchPlanEmulator,
+    residual: torch.Tensor,
+    host: HostBatchFn | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """residual (S, T, 3, H, W) segments -> run() results in the bridge's order (index = segment*T + t),
+    as float64/bool numpy arrays, and timings in the runtime's keys. `host` sees and returns (S*T, C, h, w)
+    in that order too."""
+    host_s = 0.0
+
+    def timed(stage: int, x: torch.Tensor) -> torch.Tensor:  # (T, S, ...) <-> the bridge's (S*T, ...)
+        nonlocal host_s
+        h0 = time.perf_counter()
+        y = host(stage, x.transpose(0, 1).flatten(0, 1))
+        host_s += time.perf_counter() - h0
+        return y.view(x.shape[1], x.shape[0], *y.shape[1:]).transpose(0, 1)
+
+    t0 = time.perf_counter()
+    res = emulator.run({"residual_in": residual.transpose(0, 1)}, host=timed if host else None)
+    wall = time.perf_counter() - t0
+
+    def seq_major(x: torch.Tensor) -> np.ndarray:
+        return x.transpose(0, 1).flatten(0, 1).cpu().numpy()
+
+    n = residual.shape[0] * residual.shape[1]
+    res = {
+        "outputs": {k: seq_major(v) for k, v in res["outputs"].items()},
+        "spikes": {k: seq_major(v) for k, v in res["spikes"].items()},
+        "host_inputs": {k: seq_major(v) for k, v in res["host_inputs"].items()},
+        "saturation": res["saturation"],
+    }
+    timings = {"steps": float(n), "wall_s": wall, "ms_per_step": 1e3 * wall / n,
+               "host_callback_s": host_s, "startup_s": 0.0, "n_processes": 0.0}
+    return res, timings
