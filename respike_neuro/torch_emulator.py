@@ -8,7 +8,8 @@ after the whole of the stage it is computed from, so the host fuses a stage for 
 
 Fixed point (a `FixedPointPlan`) follows the integer rules of `run_plan` exactly: payloads rint(x 2**f)
 saturated to 24 bits; convolutions of integer mantissas summed exactly in float64 (every partial sum
-stays far below 2**53) and shifted by the layer's exponent, floor for right shifts; Lava's bit-accurate
+stays far below 2**53; rounded, as run_plan does, so no convolution algorithm can leave it a hair off)
+and shifted by the layer's exponent, floor for right shifts; Lava's bit-accurate
 LIF (trunc-toward-zero decays, 24-bit wrap of u, clip of v, threshold << 6); relays add the integer bias.
 Float mode is the plan's float arithmetic. Tests compare both with `run_plan` spike for spike.
 
@@ -21,14 +22,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from respike_neuro.sim.fixed_point import FixedPointPlan
-from respike_neuro.sim.plan import Plan
+if TYPE_CHECKING:  # type hints only: importing the fixed-point planner would import Lava
+    from respike_neuro.sim.fixed_point import FixedPointPlan
+    from respike_neuro.sim.plan import Plan
 
 INT24 = float(1 << 23)
 # (stage k, stage-k output (T, S, C, h, w)) -> the next stage's input, same layout
@@ -109,8 +111,8 @@ class TorchPlanEmulator:
                 w = self.weights[key]
                 y = F.conv2d(a.flatten(0, 1), w, None, u.stride, u.padding, u.dilation, u.groups)
                 y = y.view(a.shape[:2] + y.shape[1:])
-                if fixed:
-                    e = fixed.convs[key].weight_exp
+                if fixed:  # the sum is an integer; round() keeps it one under any conv algorithm (FFT...)
+                    y, e = torch.round(y), fixed.convs[key].weight_exp
                     y = self._clamp(key, y * 2.0**e if e >= 0 else torch.floor(y * 2.0**e), sat)
             elif u.kind == "lif":
                 y = self._lif(key, a, sat)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, for a machine with an NVIDIA GPU and a CUDA build of torch (CI has none):
-#   1. tests/test_cuda.py (neuron and model vs the CPU, AMP fp16/bf16 training, resume, export);
+#   1. tests/test_cuda.py (neuron and model vs the CPU, AMP fp16/bf16 training, resume, export) and
+#      tests/test_torch_emulator.py (the fixed-point emulator on the GPU, spike for spike);
 #   2. the README's default run trained on the GPU (AMP auto = fp16 + GradScaler), timed;
 #   3. training-step time and peak GPU memory at the reference size (16 x 224², ResNet-18, 64-ch SNN);
 #   4. DDP (NCCL) over every GPU: one epoch of the default run under torchrun.
@@ -18,7 +19,7 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, '|', torch.cuda.get_device_name(), '|', torch.version.cuda)" || exit 1
 
 echo "== 1/4 CUDA tests"
-$PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/pytest.log" || status=1
+$PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_torch_emulator.py 2>&1 | tee "$out/pytest.log" || status=1
 
 echo "== 2/4 default run on the GPU"
 start=$(date +%s)

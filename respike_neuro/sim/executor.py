@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from respike_neuro.sim.kernels import ConvKernel, clamp_signed, fixed_conv
-from respike_neuro.sim.mapping import from_lava, lava_conv_weight, to_lava
+from respike_neuro.sim.kernels import (
+    ConvKernel,
+    clamp_signed,
+    fixed_conv,
+    from_lava,
+    lava_conv_weight,
+    to_lava,
+)
 from respike_neuro.sim.plan import Plan
 
 INT24 = 1 << 23

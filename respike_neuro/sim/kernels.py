@@ -23,6 +23,20 @@ except ImportError:  # pragma: no cover
     _sparse = None
 
 
+def to_lava(a: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> Lava's (X, Y, C) = (W, H, C)."""
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def from_lava(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def lava_conv_weight(w: np.ndarray) -> np.ndarray:
+    """PyTorch correlation kernel (C_out, C_in/g, kH, kW) -> Lava Conv weight (C_out, kW, kH, C_in/g)."""
+    return np.ascontiguousarray(np.asarray(w)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+
+
 def _pair(v) -> tuple[int, int]:
     a = np.asarray(v, dtype=int).reshape(-1)
     if a.size == 1:

@@ -33,6 +33,7 @@ from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from lava.proc.lif.process import LIFReset
 
+from respike_neuro.sim.kernels import lava_conv_weight, to_lava
 from respike_neuro.sim.plan import Plan, PlanError, Unit
 from respike_neuro.sim.procs.models import (
     SPARSE_THRESHOLD_KEY,
@@ -48,20 +49,6 @@ from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 
 MODES = ("float", "fixed")
-
-
-def to_lava(a: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> Lava's (X, Y, C) = (W, H, C)."""
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
-
-
-def from_lava(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
-
-
-def lava_conv_weight(w: np.ndarray) -> np.ndarray:
-    """PyTorch correlation kernel (C_out, C_in/g, kH, kW) -> Lava Conv weight (C_out, kW, kH, C_in/g)."""
-    return np.ascontiguousarray(np.asarray(w)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
 
 
 @dataclass

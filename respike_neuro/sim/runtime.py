@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from respike_neuro.sim.mapping import MODES, build_network, from_lava, to_lava
+from respike_neuro.sim.kernels import from_lava, to_lava
+from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
 
 HostFn = Callable[[int, int, np.ndarray], np.ndarray]

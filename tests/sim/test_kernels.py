@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from respike_neuro.export.reference_executor import conv2d_nchw
-from respike_neuro.sim.kernels import ConvKernel, clamp_signed, fixed_conv, shift_round
-from respike_neuro.sim.mapping import from_lava, lava_conv_weight, to_lava
+from respike_neuro.sim.kernels import (
+    ConvKernel,
+    clamp_signed,
+    fixed_conv,
+    from_lava,
+    lava_conv_weight,
+    shift_round,
+    to_lava,
+)
 
 
 @pytest.mark.parametrize(
