@@ -174,6 +174,8 @@ class HybridBridge:
     ) -> None:
         if mode not in ("float", "fixed"):
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if host_dtype not in (torch.float32, torch.float64):
             raise TypeError(f"host_dtype must be torch.float32 or torch.float64, got {host_dtype}")
         self.checkpoint = Path(checkpoint)
@@ -202,8 +204,6 @@ class HybridBridge:
         if mode == "fixed":
             cal = self._calibration(calibration, calibration_clips)
         self.calibration_s = time.perf_counter() - t0
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.spiking = LavaSpikingBranch(
             graph,
             mode=mode,

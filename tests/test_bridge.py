@@ -286,3 +286,8 @@ def test_torch_backend_equals_the_emulator_batched(ckpt, mode, children):
     else:
         _assert_equivalent(got, golden)
     assert np.mean([r.spike_rates[k] for r in got for k in r.spike_rates]) > 0.01  # not vacuous
+
+
+def test_unknown_backend_is_refused_before_any_work(ckpt):
+    with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'loihi2', 'emulator', 'torch'\)"):
+        HybridBridge(ckpt, backend="gpu")
