@@ -747,9 +747,11 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
+            scale = scaler.get_scale() if scaler.is_enabled() else 0.0
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            if not scaler.is_enabled() or scaler.get_scale() >= scale:
+                scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
             step += 1
             epoch_step += 1
             sums += batch
