@@ -94,7 +94,7 @@ def test_float_lava_through_bridge_matches_pytorch_spike_for_spike(ckpt, childre
     # what the host sent back into Lava is the PyTorch model's fused stage input (golden trace)
     from respike_neuro.export.trace import record_snn_io
 
-    trace = record_snn_io(br.model, clips[:1].double())
+    trace = record_snn_io(br.model, clips[:1].double().to(br.device))  # the host may run on a GPU
     golden = np.concatenate([s["stage3_in"] for s in trace["segments"]])
     np.testing.assert_allclose(res[0].host_inputs["stage3_in"], golden, rtol=0, atol=1e-9)
     assert len({r.prediction for r in res}) >= 1 and res[0].logits.shape == (12,)

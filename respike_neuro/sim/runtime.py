@@ -66,7 +66,7 @@ def describe_quantization(q: dict) -> str:
     check = (
         f"Lava bit-exact with the integer emulator: {q['bit_exact_with_emulator']}"
         if "bit_exact_with_emulator" in q
-        else "run on the emulator backend (no Lava)"
+        else f"run on the {q.get('engine', 'emulator')} backend (no Lava)"
     )
     return f"saturated values {q['saturated_total']}; {check}"
 
