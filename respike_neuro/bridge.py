@@ -378,21 +378,19 @@ class HybridBridge:
         n_seq = snn_frames.shape[0] * snn_frames.shape[1]
         residual = snn_frames.flatten(0, 1).to("cpu", torch.float64).numpy()  # (B*N, T', 3, H, W)
 
-        def context(stage: int, seq: int, step: int) -> torch.Tensor:
-            return feats[stage][seq * f + (step if f > 1 else 0)]
+        def context(stage: int, t: int | torch.Tensor) -> torch.Tensor:
+            """ANN features for logical step(s) t = segment * T + step (an int or an index tensor)."""
+            return feats[stage][(t // T) * f + (t % T if f > 1 else 0)]
 
         def contexts(stage: int, n: int) -> torch.Tensor:
-            """ANN features for n logical steps in the bridge's order (index = segment * T + step)."""
-            idx = torch.arange(n, device=self.device)
-            return feats[stage][(idx // T) * f + (idx % T if f > 1 else 0)]
+            return context(stage, torch.arange(n, device=self.device))
 
         fuse_s = timings["host_fuse_s"]
 
         def host(stage: int, t: int, out: np.ndarray) -> np.ndarray:
             h0 = time.perf_counter()
-            seq, step = divmod(t, T)
             x = torch.from_numpy(out).to(self.device, self.host_dtype).unsqueeze(0)
-            y = model.fuse(stage - 1, x, context(stage - 1, seq, step).unsqueeze(0))[0]
+            y = model.fuse(stage - 1, x, context(stage - 1, t).unsqueeze(0))[0]
             y = y.to("cpu", torch.float64).numpy()
             fuse_s[stage] += time.perf_counter() - h0
             return y
