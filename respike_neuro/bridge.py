@@ -45,6 +45,7 @@ import torch
 from respike_neuro.checkpoint import CheckpointError, check_state_dict, load_checkpoint
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
+from respike_neuro.sim.fixed_point import pinned_frac_bits
 from respike_neuro.sim.plan import PlanError, load_graph
 from respike_neuro.sim.resources import loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
@@ -201,7 +202,9 @@ class HybridBridge:
         self._check_graph(graph, sha)
         cal = None
         t0 = time.perf_counter()
-        if mode == "fixed":
+        # a quantisation-aware fine-tuned graph (respike_neuro/qat.py) pins its formats: nothing to calibrate
+        self.pinned_formats = pinned_frac_bits(graph.metadata) is not None
+        if mode == "fixed" and not self.pinned_formats:
             cal = self._calibration(calibration, calibration_clips)
         self.calibration_s = time.perf_counter() - t0
         self.spiking = LavaSpikingBranch(

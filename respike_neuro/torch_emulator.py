@@ -15,10 +15,18 @@ Float mode is the plan's float arithmetic. Tests compare both with `run_plan` sp
 
 Why not run the numpy emulator per clip: it is one clip and one timestep at a time through numpy's
 im2col; this is one torch convolution per layer for a whole batch, on the CPU or a GPU.
+
+Trainable (`trainable=True`, used by respike_neuro/qat.py): the conv weights become real-valued leaf
+tensors and every integer operation gets a gradient, while the forward values stay exactly those above:
+rounding/floor/trunc pass the gradient straight through (STE), a spike passes the ATan surrogate of the
+training neuron (in real membrane units), resets are detached as in the training model. In fixed point
+the mantissas are rint(w 2**-e) with the plan's exponent e, clipped to the mantissa range, so the plan's
+own weights reproduce its mantissas and training moves them on Loihi's grid.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +43,21 @@ if TYPE_CHECKING:  # type hints only: importing the fixed-point planner would im
 INT24 = float(1 << 23)
 # (stage k, stage-k output (T, S, C, h, w)) -> the next stage's input, same layout
 HostBatchFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def _ste(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y (round(x), floor(x), ...) forward, the identity's gradient to x backward; exactly y either way."""
+    return y.detach() + (x - x.detach()) if x.requires_grad else y
+
+
+def _spike(v: torch.Tensor, vth: float, scale: float, alpha: float) -> torch.Tensor:
+    """v > vth as 0/1; backward: the training neuron's ATan surrogate at (v - vth) / scale real units
+    (models/neuron.py: its primitive is atan(pi/2 alpha x) / pi)."""
+    s = (v > vth).to(v.dtype)
+    if not v.requires_grad:
+        return s
+    g = torch.atan((v - vth) * (math.pi / 2 * alpha / scale)) / math.pi
+    return s + (g - g.detach())
 
 
 def _stage(port: str) -> int:
@@ -54,19 +77,26 @@ class TorchPlanEmulator:
         fixed: FixedPointPlan | None = None,
         *,
         device: str | torch.device = "cpu",
+        trainable: bool = False,
+        alpha: float = 2.0,
     ) -> None:
         self.plan, self.timesteps, self.fixed = plan, int(timesteps), fixed
         self.device = torch.device(device)
+        self.alpha = float(alpha)  # surrogate sharpness (trainable only)
 
         def t(a: Any) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device)
 
         self.weights: dict[str, torch.Tensor] = {}
+        self.params: dict[str, torch.Tensor] = {}  # trainable real weights of the non-pooling convs
         self.bias: dict[str, torch.Tensor] = {}
         self.scale: dict[str, torch.Tensor] = {}
         for key, u in plan.units.items():
             if u.kind == "conv":
-                self.weights[key] = t(fixed.convs[key].mantissa if fixed else u.weight)
+                if trainable and not u.is_pool:
+                    self.params[key] = t(u.weight).requires_grad_(True)
+                else:
+                    self.weights[key] = t(fixed.convs[key].mantissa if fixed else u.weight)
             elif u.kind == "lif":
                 if fixed:
                     q = fixed.lifs[key]
@@ -78,13 +108,37 @@ class TorchPlanEmulator:
                 self.bias[key] = t(fixed.relay_bias[key] if fixed else u.bias)
                 self.scale[key] = t(u.scale)
 
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def conv_weight(self, key: str) -> torch.Tensor:
+        """What the conv multiplies by: the mantissas (fixed point) or the real weights (float)."""
+        if key not in self.params:
+            return self.weights[key]
+        w = self.params[key]
+        if self.fixed is None:
+            return w
+        q = self.fixed.convs[key]
+        z = w * 2.0 ** -q.exponent
+        return _ste(torch.round(z), z).clamp(-(1 << (q.bits - 1)), (1 << (q.bits - 1)) - 1)
+
+    def deployed_weights(self) -> dict[str, np.ndarray]:
+        """Trainable convs' weights as the chip holds them (fixed point: mantissa * 2**exponent, exactly)."""
+        with torch.no_grad():
+            return {
+                k: (self.conv_weight(k) * 2.0 ** self.fixed.convs[k].exponent if self.fixed else w)
+                .detach().cpu().numpy()
+                for k, w in self.params.items()
+            }
+
     def run(
         self, inputs: dict[str, torch.Tensor], host: HostBatchFn | None = None
     ) -> dict[str, Any]:
         """inputs: port -> (T, S, C, H, W) real values (S segments, state reset for each).
 
-        Returns outputs (port -> (T, S, C, h, w) real), spikes (LIF key -> bool tensor), host_inputs
-        (host-fed port -> what the host returned), saturation (unit -> clipped entries, fixed point).
+        Returns outputs (port -> (T, S, C, h, w) real), spikes (LIF key -> 0/1 float64 tensor, carrying
+        the surrogate gradient when trainable), host_inputs (host-fed port -> what the host returned),
+        saturation (unit -> clipped entries, fixed point).
         """
         plan, fixed, T = self.plan, self.fixed, self.timesteps
         val: dict[str, torch.Tensor] = {}
@@ -102,21 +156,25 @@ class TorchPlanEmulator:
                     raise ValueError(
                         f"input {key!r}: expected (T={T}, S, *{tuple(u.shape)}), got {tuple(x.shape)}"
                     )
-                val[key] = self._clamp(key, torch.round(x * 2.0 ** fixed.frac_bits[key]), sat) if fixed else x
+                if fixed:
+                    z = x * 2.0 ** fixed.frac_bits[key]
+                    x = self._clamp(key, _ste(torch.round(z), z), sat)
+                val[key] = x
                 continue
             a = val[u.preds[0]]
             for p in u.preds[1:]:
                 a = a + val[p]
             if u.kind == "conv":
-                w = self.weights[key]
+                w = self.conv_weight(key)
                 y = F.conv2d(a.flatten(0, 1), w, None, u.stride, u.padding, u.dilation, u.groups)
                 y = y.view(a.shape[:2] + y.shape[1:])
                 if fixed:  # the sum is an integer; round() keeps it one under any conv algorithm (FFT...)
-                    y, e = torch.round(y), fixed.convs[key].weight_exp
-                    y = self._clamp(key, y * 2.0**e if e >= 0 else torch.floor(y * 2.0**e), sat)
+                    y, e = _ste(torch.round(y), y), fixed.convs[key].weight_exp
+                    z = y * 2.0**e
+                    y = self._clamp(key, z if e >= 0 else _ste(torch.floor(z), z), sat)
             elif u.kind == "lif":
                 y = self._lif(key, a, sat)
-                spikes[key] = y.bool()
+                spikes[key] = y
             elif u.kind == "relay":
                 y = a + self.bias[key]
                 y = self._clamp(key, y, sat) if fixed else self.scale[key] * y
@@ -136,34 +194,35 @@ class TorchPlanEmulator:
     def _lif(self, key: str, a: torch.Tensor, sat: dict[str, int]) -> torch.Tensor:
         u_ = self.plan.units[key]
         bias = self.bias[key]
-        out = torch.empty_like(a)
+        out = []
         v = torch.zeros_like(a[0])
         if self.fixed is None:
             keep = 1 - (1.0 - u_.beta)  # as run_plan writes it (dv = 1 - beta), bit for bit
             for t in range(a.shape[0]):
                 v = v * keep + a[t] + bias
-                s = v > u_.theta
-                v = v.masked_fill(s, 0.0)
-                out[t] = s
-            return out
+                out.append(_spike(v, u_.theta, 1.0, self.alpha))
+                v = v.masked_fill(v > u_.theta, 0.0)
+            return torch.stack(out)
         q = self.fixed.lifs[key]
         keep_v, vth = float(4096 - q.dv), float(q.vth << 6)
+        v_scale = 64.0 * 2.0 ** self.fixed.frac_bits[key + "#in"]  # integer v per real unit
         u = torch.zeros_like(a[0])
         bad = 0
         for t in range(a.shape[0]):
             # u: du = 4095 decays it fully; written as Lava computes it so other du stay exact
-            dc = torch.trunc(u * float(4096 - (q.du + 1)) / 4096.0) + a[t] * 64.0
+            z = u * float(4096 - (q.du + 1)) / 4096.0
+            dc = _ste(torch.trunc(z), z) + a[t] * 64.0
             bad += int(((dc > INT24) | (dc <= -INT24)).sum())
             u = torch.where(dc > INT24, dc - 2 * INT24, dc)
             u = torch.where(u <= -INT24, dc + 2 * INT24, u)
-            nv = torch.trunc(v * keep_v / 4096.0) + u + bias
+            z = v * keep_v / 4096.0
+            nv = _ste(torch.trunc(z), z) + u + bias
             bad += int(((nv > INT24 - 1) | (nv < -INT24 + 1)).sum())
             v = nv.clamp(-(INT24 - 1), INT24 - 1)
-            s = v > vth
-            v = v.masked_fill(s, 0.0)
-            out[t] = s
+            out.append(_spike(v, vth, v_scale, self.alpha))
+            v = v.masked_fill(v > vth, 0.0)
         sat[key] = sat.get(key, 0) + bad
-        return out
+        return torch.stack(out)
 
 
 def run_segments(
@@ -188,12 +247,12 @@ def run_segments(
     wall = time.perf_counter() - t0
 
     def seq_major(x: torch.Tensor) -> np.ndarray:
-        return x.transpose(0, 1).flatten(0, 1).cpu().numpy()
+        return x.detach().transpose(0, 1).flatten(0, 1).cpu().numpy()
 
     n = residual.shape[0] * residual.shape[1]
     res = {
         "outputs": {k: seq_major(v) for k, v in res["outputs"].items()},
-        "spikes": {k: seq_major(v) for k, v in res["spikes"].items()},
+        "spikes": {k: seq_major(v.bool()) for k, v in res["spikes"].items()},
         "host_inputs": {k: seq_major(v) for k, v in res["host_inputs"].items()},
         "saturation": res["saturation"],
     }

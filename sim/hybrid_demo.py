@@ -108,6 +108,13 @@ def report(bridge, res, ref, label, source: str) -> list[str]:
         f"PyTorch: {_name(names, ref['prediction'])}   "
         f"({'same' if res.prediction == ref['prediction'] else 'DIFFERENT'}); "
         f"max |logit difference| {np.abs(res.logits - ref['logits']).max():.2e}",
+    ]
+    if bridge.pinned_formats:
+        lines.append(
+            "note: this NIR holds a spiking branch fine-tuned in Loihi 2 arithmetic (respike_neuro/qat.py);"
+            " 'PyTorch' is the checkpoint's float model, which that branch was distilled from, not a copy"
+        )
+    lines += [
         "",
         f"{'LIF layer':<16} {'spikes Lava':>12} {'PyTorch':>9} {'rate Lava':>10} {'PyTorch':>8} {'agree':>8}",
     ]

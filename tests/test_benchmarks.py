@@ -28,3 +28,19 @@ def test_lava_speed_reports_every_engine(tmp_path, capsys, children):
     for key in ("fast_dense_ms", "fast_sparse_ms", "fast_sparse_fixed_ms", "numpy_kernels_ms", "torch_ms"):
         assert row[key] > 0, key
     assert children() == []
+
+
+def test_perturbation_floor_reports_agreement_per_precision(tmp_path, capsys):
+    bench = _load("perturbation_floor")
+    spec = importlib.util.spec_from_file_location("bridge_helpers", ROOT / "tests" / "test_bridge.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    ckpt = helpers.make_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "floor.json"
+    args = ["--clips", "4", "--repeats", "1", "--bits", "4", "40", "--json", str(out)]
+    assert bench.main([str(ckpt), *args]) == 0
+    assert "4-bit LSB" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["bits"] for r in rows] == [4, 40]
+    assert rows[1]["agreement"] == [1.0]  # a 2**-40 perturbation changes no decision
+    assert bench.main([str(tmp_path / "missing.pt")]) == 2

@@ -15,6 +15,7 @@ Ranges come from a float run of the numpy executor on calibration inputs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,29 @@ class FixedPointPlan:
         return "\n".join(lines)
 
 
+PINNED_KEY = "fixed_point_frac_bits"  # NIR metadata: JSON {stream: f} of a quantisation-aware model
+
+
+def pinned_frac_bits(metadata: dict | None) -> dict[str, int] | None:
+    """The fixed-point formats a NIR graph's metadata pins (respike_neuro/qat.py writes them), or None."""
+    v = (metadata or {}).get(PINNED_KEY)
+    if v is None:
+        return None
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0] if v.size == 1 else None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode()
+    try:
+        pinned = json.loads(v)
+        if not isinstance(pinned, dict):
+            raise ValueError("not an object")
+        return {str(k): int(f) for k, f in pinned.items()}
+    except (TypeError, ValueError) as err:
+        raise PlanError(f"graph metadata {PINNED_KEY!r} is not a JSON object of ints ({err})") from None
+
+
 class _UF:
     def __init__(self):
         self.p: dict[str, str] = {}
@@ -99,20 +123,15 @@ def plan_fixed_point(
     headroom: float = 2.0,
     seed: int = 0,
     weight_bits: int = qz.MAX_WEIGHT_BITS,
+    frac_bits: dict[str, int] | None = None,
 ) -> FixedPointPlan:
-    """Quantise weights, pick graded formats and LIF registers from the graph and a float calibration run."""
-    units = plan.units
-    if calibration is None:
-        rng = np.random.default_rng(seed)
-        calibration = {p: rng.normal(size=(4 * timesteps,) + units[p].shape) for p in plan.inputs}
-        cal_desc = f"synthetic N(0,1) inputs, {4 * timesteps} steps, seed {seed}"
-    else:
-        cal_desc = f"given inputs, {len(next(iter(calibration.values())))} steps"
-    missing = [p for p in plan.inputs if p not in calibration]
-    if missing:
-        raise ValueError(f"calibration needs data for every input port; missing {missing}")
-    ranges = run_plan(plan, calibration, timesteps).ranges
+    """Quantise weights, pick graded formats and LIF registers from the graph and a float calibration run.
 
+    frac_bits: formats pinned in advance (a previous plan's `frac_bits`, e.g. a quantisation-aware
+    fine-tuned model's, recorded in its NIR metadata): no calibration run, and the plan reproduces that
+    model's integer arithmetic exactly. Checked against the graph's streams.
+    """
+    units = plan.units
     uf = _UF()
     for key, u in units.items():
         uf.find(key)
@@ -126,6 +145,63 @@ def plan_fixed_point(
             uf.union(p, _stream_in(plan, key))
         if u.kind in ("relay", "delay", "output"):
             uf.union(key, key)  # output stream = input stream (relay adds a bias in the same units)
+    relays = {uf.find(o) for o, u in units.items() if u.kind == "relay"}
+    for k in plan.lif_keys:
+        if uf.find(k) in relays:
+            raise PlanError(f"fixed point: spike stream of {k!r} is joined with a graded stream")
+    if frac_bits is not None:
+        frac, ranges = _check_pinned(plan, uf, frac_bits), {}
+        cal_desc = "pinned formats (no calibration)"
+    else:
+        if calibration is None:
+            rng = np.random.default_rng(seed)
+            calibration = {p: rng.normal(size=(4 * timesteps,) + units[p].shape) for p in plan.inputs}
+            cal_desc = f"synthetic N(0,1) inputs, {4 * timesteps} steps, seed {seed}"
+        else:
+            cal_desc = f"given inputs, {len(next(iter(calibration.values())))} steps"
+        missing = [p for p in plan.inputs if p not in calibration]
+        if missing:
+            raise ValueError(f"calibration needs data for every input port; missing {missing}")
+        ranges = run_plan(plan, calibration, timesteps).ranges
+        frac = _calibrated_frac_bits(plan, uf, ranges, headroom)
+    return _quantise(plan, frac, ranges, cal_desc, headroom, weight_bits)
+
+
+def _stream_keys(plan: Plan) -> list[str]:
+    """Every integer stream the plan has a format for: each unit's output, and each LIF's/conv's input."""
+    keys = []
+    for key, u in plan.units.items():
+        keys.append(key)
+        if u.kind in ("lif", "conv"):
+            keys.append(key + "#in")
+    return keys
+
+
+def _check_pinned(plan: Plan, uf: _UF, frac_bits: dict[str, int]) -> dict[str, int]:
+    keys = _stream_keys(plan)
+    missing, extra = sorted(set(keys) - set(frac_bits)), sorted(set(frac_bits) - set(keys))
+    if missing or extra:
+        raise PlanError(
+            f"pinned fixed-point formats do not fit this graph: missing {missing[:4]}, unknown {extra[:4]}"
+        )
+    frac = {k: int(frac_bits[k]) for k in keys}
+    for k in plan.lif_keys:
+        if frac[k] != 0:
+            raise PlanError(f"pinned formats: spike stream {k!r} must have 0 fractional bits, got {frac[k]}")
+    by_class: dict[str, tuple[str, int]] = {}
+    for k in keys:
+        r = uf.find(k)
+        first = by_class.setdefault(r, (k, frac[k]))
+        if first[1] != frac[k]:
+            raise PlanError(
+                f"pinned formats: {k!r} (f={frac[k]}) and {first[0]!r} (f={first[1]}) are joined "
+                "without a synapse and must share a format"
+            )
+    return frac
+
+
+def _calibrated_frac_bits(plan: Plan, uf: _UF, ranges: dict[str, float], headroom: float) -> dict[str, int]:
+    units = plan.units
     # spike streams are 0/1 integers: f = 0
     need: dict[str, int] = {}
 
@@ -148,9 +224,7 @@ def plan_fixed_point(
             require(key, qz.fit_graded(m, bits=24, headroom=headroom).frac_bits)
     spike_roots = {uf.find(k) for k in plan.lif_keys}
     for k in plan.lif_keys:
-        if need.get(uf.find(k), 0) != 0 or any(
-            uf.find(k) == uf.find(o) for o in units if units[o].kind == "relay"
-        ):
+        if need.get(uf.find(k), 0) != 0:
             raise PlanError(f"fixed point: spike stream of {k!r} is joined with a graded stream")
 
     def f_of(stream: str) -> int:
@@ -164,6 +238,14 @@ def plan_fixed_point(
             frac[key + "#in"] = f_of(key + "#in")
         if u.kind == "relay":
             frac[key] = f_of(key)
+    return frac
+
+
+def _quantise(
+    plan: Plan, frac: dict[str, int], ranges: dict[str, float], cal_desc: str, headroom: float,
+    weight_bits: int,
+) -> FixedPointPlan:
+    units = plan.units
     convs: dict[str, ConvQ] = {}
     lifs: dict[str, LifQ] = {}
     relay_bias: dict[str, np.ndarray] = {}

@@ -105,7 +105,8 @@ class LavaSpikingBranch:
     fast_models: use the vectorised Conv models (False = Lava's stock scipy models).
     timesteps: T per segment (default: graph metadata timesteps_per_segment).
     calibration: for mode="fixed", {port: (T', C, H, W)} inputs for the float run that measures
-    activation ranges (default: N(0,1) inputs, seeded).
+    activation ranges (default: N(0,1) inputs, seeded). Unused when the graph's metadata pins the
+    formats (a quantisation-aware fine-tuned model, respike_neuro/qat.py).
     """
 
     def __init__(
@@ -147,10 +148,12 @@ class LavaSpikingBranch:
         self.step_timeout = float(step_timeout)
         self.fixed = None
         if mode == "fixed":
-            from respike_neuro.sim.fixed_point import plan_fixed_point
+            from respike_neuro.sim.fixed_point import pinned_frac_bits, plan_fixed_point
 
+            pinned = pinned_frac_bits(self.plan.metadata)  # a quantisation-aware model: formats are its own
             self.fixed = plan_fixed_point(
-                self.plan, self.timesteps, calibration=calibration, weight_bits=weight_bits
+                self.plan, self.timesteps, calibration=None if pinned else calibration,
+                weight_bits=weight_bits, frac_bits=pinned,
             )
         self.net = None if backend == "emulator" else build_network(
             self.plan,

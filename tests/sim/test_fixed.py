@@ -5,7 +5,7 @@ import pytest
 
 from respike_neuro.sim.demo_graphs import build_contract_graph
 from respike_neuro.sim.fixed_point import plan_fixed_point
-from respike_neuro.sim.plan import build_plan
+from respike_neuro.sim.plan import PlanError, build_plan
 from respike_neuro.sim.runtime import LavaSpikingBranch
 
 T = 3
@@ -94,3 +94,31 @@ def test_wider_weights_are_emulator_only():
     assert max(int(np.abs(q.mantissa).max()) for q in em.fixed.convs.values()) > 128
     with pytest.raises(ValueError, match="16-bit weights; Loihi 2"):
         LavaSpikingBranch(g, mode="fixed", weight_bits=16)
+
+
+def test_pinned_formats_reproduce_the_calibrated_plan_without_calibrating():
+    plan = build_plan(build_contract_graph(channels=(4, 8), blocks=(1, 1), hybrid=True, seed=5))
+    cal = plan_fixed_point(plan, T, seed=1)
+    pinned = plan_fixed_point(plan, T, frac_bits=dict(cal.frac_bits))
+    assert pinned.frac_bits == cal.frac_bits and pinned.ranges == {} and "pinned" in pinned.calibration
+    for k, q in cal.convs.items():
+        assert np.array_equal(pinned.convs[k].mantissa, q.mantissa), k
+        assert pinned.convs[k].weight_exp == q.weight_exp, k
+    for k, q in cal.lifs.items():
+        p = pinned.lifs[k]
+        assert (p.vth, p.dv, p.du) == (q.vth, q.dv, q.du) and np.array_equal(p.bias_mant, q.bias_mant), k
+    for k, b in cal.relay_bias.items():
+        assert np.array_equal(pinned.relay_bias[k], b), k
+
+
+def test_pinned_formats_that_do_not_fit_the_graph_are_named():
+    plan = build_plan(build_contract_graph(channels=(4,), blocks=(1,), input_hw=(8, 8), seed=2))
+    frac = dict(plan_fixed_point(plan, T).frac_bits)
+    lif = plan.lif_keys[0]
+    with pytest.raises(PlanError, match=r"missing \['stem.conv'\]"):
+        plan_fixed_point(plan, T, frac_bits={k: v for k, v in frac.items() if k != "stem.conv"})
+    with pytest.raises(PlanError, match=f"spike stream '{lif}'"):
+        plan_fixed_point(plan, T, frac_bits={**frac, lif: 3})
+    relay = next(k for k, u in plan.units.items() if u.kind == "relay")
+    with pytest.raises(PlanError, match="must share a format"):
+        plan_fixed_point(plan, T, frac_bits={**frac, relay: frac[relay] + 1})
