@@ -62,6 +62,7 @@ class QATConfig:
     loss: str = "distill"  # "distill": KL to the float model's logits; "ce": the labels
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    device: str = "auto"  # where the host model and the integer emulator run: auto = cuda when present
 
     def __post_init__(self) -> None:
         checks = [
@@ -237,7 +238,8 @@ def finetune(
     val_x, val_y = _split(data, mcfg, "val", cfg.val_clips)
     n_cal = min(cfg.calibration_clips, len(val_x))  # spread over the split, as evaluate --deploy fixed
     idx = np.unique(np.linspace(0, len(val_x) - 1, n_cal).round().astype(int))
-    bridge = HybridBridge(checkpoint, nir_path, mode="fixed", backend="torch", device="cpu",
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    bridge = HybridBridge(checkpoint, nir_path, mode="fixed", backend="torch", device=device,
                           calibration=val_x[torch.as_tensor(idx)])
     if bridge.pinned_formats:
         log(f"{nir_path}: formats already pinned (a fine-tuned graph): fine-tuning it further")
@@ -245,7 +247,7 @@ def finetune(
     log(f"QAT: {len(model.snn.params)} conv layers, {sum(p.numel() for p in model.snn.params.values())} "
         f"weights; {cfg.clips_per_epoch} training clips per epoch, {len(val_x)} validation clips; {cfg}")
     with torch.no_grad():  # the float model's top-1: the agreement reference
-        val_ref = _float_logits(bridge, val_x, cfg.batch_size).argmax(1)
+        val_ref = _float_logits(bridge, val_x, cfg.batch_size).argmax(1).cpu()
     params = model.snn.parameters()
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     steps = max(cfg.epochs * math.ceil(cfg.clips_per_epoch / cfg.batch_size), 1)
@@ -324,13 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="distill: KL to the float model's predictions (default); ce: the labels")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--device", default=d.device, help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
         cfg = QATConfig(
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, clips_per_epoch=args.clips_per_epoch,
             val_clips=args.val_clips, calibration_clips=args.calibration_clips, loss=args.loss,
-            seed=args.seed, threads=args.threads,
+            seed=args.seed, threads=args.threads, device=args.device,
         )
         rec = finetune(args.checkpoint, args.out, nir_path=args.nir, cfg=cfg, progress=not args.no_progress)
     except (ValueError, OSError) as err:  # CheckpointError, BridgeError, PlanError are ValueErrors

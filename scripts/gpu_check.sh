@@ -2,7 +2,8 @@
 # The CUDA checks, for a machine with an NVIDIA GPU and a CUDA build of torch (CI has none):
 #   1. tests/test_cuda.py (neuron and model vs the CPU, AMP fp16/bf16 training, resume, export),
 #      tests/test_torch_emulator.py (the fixed-point emulator on the GPU, spike for spike) and, where
-#      Lava imports, the bridge tests with the host on the GPU and Lava forked on the CPU;
+#      Lava imports, the bridge tests with the host on the GPU and Lava forked on the CPU, and the
+#      quantisation-aware forward (tests/test_qat.py) on the GPU;
 #   2. the README's default run trained on the GPU (AMP auto = fp16 + GradScaler), timed;
 #   3. training-step time and peak GPU memory at the reference size (16 x 224², ResNet-18, 64-ch SNN);
 #   4. DDP (NCCL) over every GPU: one epoch of the default run under torchrun.
@@ -23,9 +24,9 @@ echo "== 1/4 CUDA tests"
 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_torch_emulator.py 2>&1 \
     | tee "$out/pytest.log" || status=1
 if $PY -c "import respike_neuro.bridge" 2>/dev/null; then  # the bridge's host on the GPU
-    $PY -m pytest -q -p no:cacheprovider tests/test_bridge.py \
-        -k "float_lava_through_bridge or fixed_point_lava_agrees or torch_backend or host_failure" 2>&1 \
-        | tee -a "$out/pytest.log" || status=1
+    $PY -m pytest -q -p no:cacheprovider tests/test_bridge.py tests/test_qat.py \
+        -k "float_lava_through_bridge or fixed_point_lava_agrees or torch_backend or host_failure or qat" \
+        2>&1 | tee -a "$out/pytest.log" || status=1
 else
     echo "(Lava does not import here: the bridge tests with a GPU host are skipped)"
 fi

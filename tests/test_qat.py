@@ -20,7 +20,10 @@ _helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_helpers)
 make_checkpoint, built_in_clips = _helpers.make_checkpoint, _helpers.built_in_clips
 
-SMALL = QATConfig(epochs=1, lr=0.05, batch_size=4, clips_per_epoch=8, val_clips=8, calibration_clips=2)
+SMALL = QATConfig(
+    epochs=1, lr=0.05, batch_size=4, clips_per_epoch=8, val_clips=8, calibration_clips=2, device="cpu"
+)
+NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +38,20 @@ def tuned(ckpt, tmp_path_factory):
     return out, record
 
 
-def test_qat_forward_is_the_bridge_torch_backend_bit_for_bit(ckpt):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NO_GPU)])
+def test_qat_forward_is_the_bridge_torch_backend_bit_for_bit(ckpt, device):
     clips = built_in_clips(2)
-    with HybridBridge(ckpt, mode="fixed", backend="torch", device="cpu", calibration=clips) as br:
+    with HybridBridge(ckpt, mode="fixed", backend="torch", device=device, calibration=clips) as br:
         want = br.run_clips(clips)
         model = QATModel(br, alpha=2.0)
         logits = model(clips)
         for k, s in model.last_run["spikes"].items():  # integer arithmetic: identical
-            mine = s.detach().transpose(0, 1).flatten(0, 1).bool().numpy()
+            mine = s.detach().transpose(0, 1).flatten(0, 1).bool().cpu().numpy()
             assert np.array_equal(mine, np.concatenate([r.spikes[k] for r in want])), k
         # the host's float64 ops may differ in the last bit between calls (MKL/oneDNN kernel choice and
         # alignment), so the logits are compared to 1e-12, far below any decision
         want_logits = np.stack([r.logits for r in want])
-        np.testing.assert_allclose(logits.detach().numpy(), want_logits, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(logits.detach().cpu().numpy(), want_logits, rtol=0, atol=1e-12)
         logits.sum().backward()  # gradients reach every trainable conv through spikes, roundings, host
         grads = {k: p.grad for k, p in model.snn.params.items()}
         assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
