@@ -16,7 +16,9 @@ pins the formats (`fixed_point_frac_bits`), so the planner reproduces the traine
 calibrating, and Lava's fixed-point run is the model that was trained and evaluated here: same spikes,
 same integers, same logits. Only the spiking branch trains; the host part (ANN, cross-attention, head)
 is frozen, so the new file still pairs with the same checkpoint. The best epoch on the validation split
-(epoch 0 = the post-training-quantised start) is kept, written atomically after every improvement.
+(epoch 0 = the post-training-quantised start) is kept, written atomically after every improvement; an
+interrupted run leaves that file, and passing it back as --nir continues from it (formats stay pinned;
+the learning-rate schedule starts again).
 """
 
 from __future__ import annotations

@@ -119,3 +119,17 @@ def test_pinned_metadata_errors_are_named():
     assert pinned_frac_bits({PINNED_KEY: np.array(b'{"a": 3}')}) == {"a": 3}
     with pytest.raises(ValueError, match=PINNED_KEY):
         pinned_frac_bits({PINNED_KEY: "[1, 2]"})
+
+
+def test_a_finetuned_graph_can_be_finetuned_further(ckpt, tuned, tmp_path):
+    """What an interrupted run leaves (the best NIR so far) is a valid starting point: formats stay pinned."""
+    out, record = tuned
+    again = tmp_path / "again.nir"
+    rec = finetune(ckpt, again, nir_path=out, cfg=QATConfig(**{**SMALL.__dict__, "epochs": 0}),
+                   progress=False, log=lambda *_: None)
+    assert rec["epochs"][0]["val_top1"] == record["val_top1"]  # same model, same validation clips
+    a, b = nir.read(str(out)), nir.read(str(again))
+    assert pinned_frac_bits(a.metadata) == pinned_frac_bits(b.metadata)
+    for k, n in a.nodes.items():
+        if isinstance(n, nir.Conv2d):
+            assert np.array_equal(np.asarray(n.weight), np.asarray(b.nodes[k].weight)), k
