@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from respike_neuro.bridge import HybridBridge, sha256_of  # imports Lava's runtime first (see bridge.py)
+from respike_neuro.bridge import HybridBridge, sha256_of
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint
+from respike_neuro.cli import guarded
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import branch_frames
 from respike_neuro.sim.fixed_point import PINNED_KEY
@@ -204,6 +205,26 @@ def deployable_graph(bridge: HybridBridge, model: QATModel, record: dict[str, An
     return graph
 
 
+def _train_epoch(model: QATModel, bridge: HybridBridge, loader: DataLoader, opt, sched, cfg: QATConfig, *,
+                 desc: str, progress: bool) -> float:
+    """One pass over `loader`; returns the mean loss."""
+    losses = []
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        logits = model(x)
+        if cfg.loss == "distill":  # match the float model's class distribution
+            with torch.no_grad():
+                target = F.log_softmax(_float_logits(bridge, x, cfg.batch_size), 1)
+            loss = F.kl_div(F.log_softmax(logits, 1), target, log_target=True, reduction="batchmean")
+        else:
+            loss = F.cross_entropy(logits, y.to(model.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
+
+
 def finetune(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -243,72 +264,60 @@ def finetune(
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     bridge = HybridBridge(checkpoint, nir_path, mode="fixed", backend="torch", device=device,
                           calibration=val_x[torch.as_tensor(idx)])
-    if bridge.pinned_formats:
-        log(f"{nir_path}: formats already pinned (a fine-tuned graph): fine-tuning it further")
-    model = QATModel(bridge, alpha=mcfg.surrogate_alpha)
-    log(f"QAT: {len(model.snn.params)} conv layers, {sum(p.numel() for p in model.snn.params.values())} "
-        f"weights; {cfg.clips_per_epoch} training clips per epoch, {len(val_x)} validation clips; {cfg}")
-    with torch.no_grad():  # the float model's top-1: the agreement reference
-        val_ref = _float_logits(bridge, val_x, cfg.batch_size).argmax(1).cpu()
-    params = model.snn.parameters()
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    steps = max(cfg.epochs * math.ceil(cfg.clips_per_epoch / cfg.batch_size), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
-    record: dict[str, Any] = {
-        "config": asdict(cfg), "checkpoint_sha256": sha256_of(checkpoint), "epochs": [],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-    }
-    t0 = time.perf_counter()
-    acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
-    agree = float((pred == val_ref).float().mean())
-    # model selection: fidelity to the float model when distilling (accuracy breaks ties), else accuracy
-    score = (lambda a, g: (g, a)) if cfg.loss != "ce" else (lambda a, g: (a, g))
-    best_score = score(acc, agree)
-    record["epochs"].append({"epoch": 0, "val_top1": acc, "val_agreement": agree,
-                             "eval_s": time.perf_counter() - t0})
-    record["best_epoch"] = 0
-    log(f"epoch 0 (post-training quantised): val top-1 {acc:.4f}, agreement with float {agree:.4f}")
-    write_nir_atomic(deployable_graph(bridge, model, record), out)
-    best = {k: p.detach().clone() for k, p in model.snn.params.items()}
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for epoch in range(1, cfg.epochs + 1):
+    with bridge:  # backend torch starts no Lava process; closed on any error all the same
+        if bridge.pinned_formats:
+            log(f"{nir_path}: formats already pinned (a fine-tuned graph): fine-tuning it further")
+        model = QATModel(bridge, alpha=mcfg.surrogate_alpha)
+        log(f"QAT: {len(model.snn.params)} conv layers, {sum(p.numel() for p in model.snn.params.values())} "
+            f"weights; {cfg.clips_per_epoch} training clips per epoch, {len(val_x)} validation clips; {cfg}")
+        with torch.no_grad():  # the float model's top-1: the agreement reference
+            val_ref = _float_logits(bridge, val_x, cfg.batch_size).argmax(1).cpu()
+        params = model.snn.parameters()
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        steps = max(cfg.epochs * math.ceil(cfg.clips_per_epoch / cfg.batch_size), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+        record: dict[str, Any] = {
+            "config": asdict(cfg), "checkpoint_sha256": sha256_of(checkpoint), "epochs": [],
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        }
         t0 = time.perf_counter()
-        clips = _epoch_clips(data, mcfg, epoch, cfg.clips_per_epoch, gen)
-        loader = DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-        losses = []
-        for x, y in tqdm(loader, desc=f"qat epoch {epoch}", leave=False, disable=not progress):
-            logits = model(x)
-            if cfg.loss == "distill":  # match the float model's class distribution
-                with torch.no_grad():
-                    target = F.log_softmax(_float_logits(bridge, x, cfg.batch_size), 1)
-                loss = F.kl_div(F.log_softmax(logits, 1), target, log_target=True, reduction="batchmean")
-            else:
-                loss = F.cross_entropy(logits, y.to(model.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        train_s = time.perf_counter() - t0
         acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
         agree = float((pred == val_ref).float().mean())
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_top1": acc, "val_agreement": agree,
-               "train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s}
-        record["epochs"].append(rec)
-        log(f"epoch {epoch}: loss {rec['train_loss']:.4f}, val top-1 {acc:.4f}, agreement {agree:.4f} "
-            f"({train_s:.0f} s)")
-        if score(acc, agree) > best_score:
-            best_score, record["best_epoch"] = score(acc, agree), epoch
-            best = {k: p.detach().clone() for k, p in model.snn.params.items()}
-            write_nir_atomic(deployable_graph(bridge, model, record), out)
-    with torch.no_grad():
-        for k, p in model.snn.params.items():
-            p.copy_(best[k])
-    chosen = record["epochs"][record["best_epoch"]]
-    record["val_top1"], record["val_agreement"] = chosen["val_top1"], chosen["val_agreement"]
-    record["total_s"] = time.perf_counter() - t_start
-    write_nir_atomic(deployable_graph(bridge, model, record), out)
-    bridge.close()
+        # model selection: fidelity to the float model when distilling (accuracy breaks ties), else accuracy
+        score = (lambda a, g: (g, a)) if cfg.loss != "ce" else (lambda a, g: (a, g))
+        best_score = score(acc, agree)
+        record["epochs"].append({"epoch": 0, "val_top1": acc, "val_agreement": agree,
+                                 "eval_s": time.perf_counter() - t0})
+        record["best_epoch"] = 0
+        log(f"epoch 0 (post-training quantised): val top-1 {acc:.4f}, agreement with float {agree:.4f}")
+        write_nir_atomic(deployable_graph(bridge, model, record), out)
+        best = {k: p.detach().clone() for k, p in model.snn.params.items()}
+        gen = torch.Generator().manual_seed(cfg.seed)
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            clips = _epoch_clips(data, mcfg, epoch, cfg.clips_per_epoch, gen)
+            loader = DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, generator=gen)
+            loss = _train_epoch(model, bridge, loader, opt, sched, cfg, desc=f"qat epoch {epoch}",
+                                progress=progress)
+            train_s = time.perf_counter() - t0
+            acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
+            agree = float((pred == val_ref).float().mean())
+            rec = {"epoch": epoch, "train_loss": loss, "val_top1": acc, "val_agreement": agree,
+                   "train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s}
+            record["epochs"].append(rec)
+            log(f"epoch {epoch}: loss {rec['train_loss']:.4f}, val top-1 {acc:.4f}, agreement {agree:.4f} "
+                f"({train_s:.0f} s)")
+            if score(acc, agree) > best_score:
+                best_score, record["best_epoch"] = score(acc, agree), epoch
+                best = {k: p.detach().clone() for k, p in model.snn.params.items()}
+                write_nir_atomic(deployable_graph(bridge, model, record), out)
+        with torch.no_grad():
+            for k, p in model.snn.params.items():
+                p.copy_(best[k])
+        chosen = record["epochs"][record["best_epoch"]]
+        record["val_top1"], record["val_agreement"] = chosen["val_top1"], chosen["val_agreement"]
+        record["total_s"] = time.perf_counter() - t_start
+        write_nir_atomic(deployable_graph(bridge, model, record), out)
     return record
 
 
@@ -331,20 +340,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default=d.device, help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         cfg = QATConfig(
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, clips_per_epoch=args.clips_per_epoch,
             val_clips=args.val_clips, calibration_clips=args.calibration_clips, loss=args.loss,
             seed=args.seed, threads=args.threads, device=args.device,
         )
         rec = finetune(args.checkpoint, args.out, nir_path=args.nir, cfg=cfg, progress=not args.no_progress)
-    except (ValueError, OSError) as err:  # CheckpointError, BridgeError, PlanError are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: best epoch {rec['best_epoch']}, val top-1 {rec['val_top1']:.4f}, "
-          f"agreement with the float model {rec['val_agreement']:.4f} "
-          f"({rec['total_s']:.0f} s)")
-    return 0
+        print(f"wrote {args.out}: best epoch {rec['best_epoch']}, val top-1 {rec['val_top1']:.4f}, "
+              f"agreement with the float model {rec['val_agreement']:.4f} ({rec['total_s']:.0f} s)")
+        return 0
+
+    # CheckpointError, BridgeError and PlanError are ValueErrors
+    return guarded(body, errors=(ValueError, OSError), status=2,
+                   interrupted=f"interrupted; the best model so far (if any) is in {args.out}")
 
 
 if __name__ == "__main__":
