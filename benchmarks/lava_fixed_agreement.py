@@ -3,7 +3,7 @@
 
     python benchmarks/lava_fixed_agreement.py runs/default/best.pt [--nir runs/default/model.nir]
         [--clips 240] [--batch 16] [--calibration-clips 8] [--engine lava|emulator|torch]
-        [--weight-bits 8] [--json out.json]
+        [--weight-bits 8] [--floor-draws 3] [--json out.json]
 
 Runs built-in synthetic test clips through HybridBridge(mode="fixed") and through the PyTorch model
 (float64, eval), and prints top-1 agreement, accuracy of both, agreement by the PyTorch model's
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("lava", "emulator", "torch"), default="lava",
                    help="lava (default), the numpy emulator, or its arithmetic batched in torch")
     p.add_argument("--weight-bits", type=int, default=8, help="weight mantissa bits (8 = Loihi 2)")
+    p.add_argument("--floor-draws", type=int, default=0,
+                   help="also measure PyTorch's agreement with itself under weight noise of the same bit "
+                   "width, this many draws (respike_neuro/analysis/stability.py; default 0: off)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -58,17 +61,20 @@ def measure(
     calibration_clips: int = 8,
     engine: str = "lava",
     weight_bits: int = 8,
+    floor_draws: int = 0,
     progress: bool = True,
 ) -> dict:
     """Agreement of fixed-point Lava + host with the PyTorch model on `clips` built-in test clips."""
     import numpy as np
     import torch
 
+    from respike_neuro.analysis.stability import perturbed_agreement
     from respike_neuro.bridge import HybridBridge
     from respike_neuro.data.synthetic import SyntheticActions
 
-    if clips < 1 or batch < 1:
-        raise ValueError(f"--clips and --batch must be >= 1, got {clips}, {batch}")
+    if clips < 1 or batch < 1 or floor_draws < 0:
+        raise ValueError(f"--clips and --batch must be >= 1 and --floor-draws >= 0, got {clips}, {batch}, "
+                         f"{floor_draws}")
     t0 = time.perf_counter()
     br = HybridBridge(
         checkpoint,
@@ -102,9 +108,11 @@ def measure(
             from tqdm import tqdm
 
             bar = tqdm(total=clips, desc="fixed-point Lava", file=sys.stderr)
+        seen = []
         for start in range(0, clips, batch):
             idx = range(start, min(start + batch, clips))
             xs = torch.stack([ds[i][0] for i in idx])
+            seen.append(xs)
             labels = [ds.label_of(i) for i in idx]
             t1 = time.perf_counter()
             outs = br.run_clips(xs)
@@ -132,6 +140,8 @@ def measure(
         if bar is not None:
             bar.close()
         fixed = br.spiking.fixed
+        floor = (perturbed_agreement(br.model, torch.cat(seen), bits=weight_bits, draws=floor_draws)
+                 if floor_draws > 0 else None)
         m, a = np.asarray(margins), np.asarray(agreed, dtype=bool)
         edges = [0.0, 0.1, 0.25, 0.5, 1.0, np.inf]
         by_margin = []
@@ -158,6 +168,7 @@ def measure(
             "spike_agreement": {k: 1.0 - flips[k] / total[k] for k in flips},
             "spike_rate_lava": {k: rate_l[k] / total[k] for k in flips},
             "spike_rate_pytorch": {k: rate_t[k] / total[k] for k in flips},
+            "pytorch_perturbation_floor": floor,
             "saturated_values": saturated,
             "lava_bit_exact_with_emulator": bit_exact,
             "frac_bits": {k: v for k, v in fixed.frac_bits.items() if not k.endswith("#in")},
@@ -188,6 +199,7 @@ def _measure_and_print(args: argparse.Namespace) -> int:
         calibration_clips=args.calibration_clips,
         engine=args.engine,
         weight_bits=args.weight_bits,
+        floor_draws=args.floor_draws,
         progress=not args.quiet,
     )
     m = r["model"]
@@ -203,6 +215,10 @@ def _measure_and_print(args: argparse.Namespace) -> int:
         f"(accuracy: Lava fixed {r['accuracy_lava_fixed']:.2%}, PyTorch {r['accuracy_pytorch']:.2%}); "
         f"max |logit difference| {r['max_abs_logit_difference']:.3f}"
     )
+    if r["pytorch_perturbation_floor"] is not None:
+        print(f"PyTorch vs itself with +-LSB/2 {r['weight_bits']}-bit weight noise in its SNN convs "
+              "(the floor any deployment at this width is measured against): "
+              + ", ".join(f"{x:.2%}" for x in r["pytorch_perturbation_floor"]))
     print("top-1 agreement by PyTorch's top-1 margin (logit gap to the runner-up):")
     for b in r["agreement_by_margin"]:
         lo, hi = b["margin"]

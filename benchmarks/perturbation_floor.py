@@ -6,10 +6,11 @@ its spiking-branch conv weights are perturbed by LSB-sized noise, per noise size
         [--bits 8 12 16 20 24] [--json out.json]
 
 Each conv weight w of the SNN gets uniform noise in +-LSB/2 with LSB = max|w_layer| / 2**(bits-1), the
-error of rounding to a `bits`-bit mantissa with a per-layer exponent (Loihi 2: 8 bits). The model runs
-in float64, eval mode, on the built-in test split. If the model disagrees with itself at 8 bits on x % of
-clips, no 8-bit deployment (however faithful its arithmetic) can be expected to agree with it better:
-this is the floor against which benchmarks/lava_fixed_agreement.py's figure should be read.
+error of rounding to a `bits`-bit mantissa with a per-layer exponent (Loihi 2: 8 bits; see
+respike_neuro/analysis/stability.py). The model runs in float64, eval mode, on the built-in test
+split. If the model disagrees with itself at 8 bits on x % of clips, no 8-bit deployment (however
+faithful its arithmetic) can be expected to agree with it better: this is the floor against which
+benchmarks/lava_fixed_agreement.py's figure should be read (its --floor-draws prints it alongside).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 def measure(checkpoint: Path, *, clips: int, repeats: int, bits: list[int], seed: int) -> dict:
     import torch
 
+    from respike_neuro.analysis.stability import perturbed_agreement
     from respike_neuro.checkpoint import load_model
     from respike_neuro.train import DataConfig, build_split
 
@@ -50,28 +52,9 @@ def measure(checkpoint: Path, *, clips: int, repeats: int, bits: list[int], seed
     ds = build_split(data.replace(test_clips=clips), model.cfg, "test")
     x = torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))]).double()
 
-    def top1() -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([model(x[i : i + 16]).argmax(1) for i in range(0, len(x), 16)])
-
-    ref = top1()
-    convs = [m for m in model.snn.modules() if isinstance(m, torch.nn.Conv2d)]
-    orig = [c.weight.detach().clone() for c in convs]
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
     t0 = time.perf_counter()
-    for b in bits:
-        agree = []
-        for _ in range(repeats):
-            with torch.no_grad():
-                for c, w in zip(convs, orig, strict=True):
-                    lsb = w.abs().max() / 2 ** (b - 1)
-                    c.weight.copy_(w + (torch.rand(w.shape, generator=gen, dtype=w.dtype) - 0.5) * lsb)
-            agree.append(float((top1() == ref).double().mean()))
-        rows.append({"bits": b, "agreement": agree})
-    with torch.no_grad():
-        for c, w in zip(convs, orig, strict=True):
-            c.weight.copy_(w)
+    rows = [{"bits": b, "agreement": perturbed_agreement(model, x, bits=b, draws=repeats, seed=seed + b)}
+            for b in bits]
     return {
         "checkpoint": str(checkpoint), "clips": len(x), "repeats": repeats, "seed": seed, "rows": rows,
         "seconds": time.perf_counter() - t0,

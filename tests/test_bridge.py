@@ -232,9 +232,10 @@ def test_fixed_agreement_benchmark_reports_margins(ckpt, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = [str(ckpt), "--clips", "5", "--batch", "5", "--calibration-clips", "2", "--engine", "emulator"]
-    assert bench.main([*args, "--quiet"]) == 0
+    assert bench.main([*args, "--quiet", "--floor-draws", "1"]) == 0
     out = capsys.readouterr().out
     assert "engine emulator, 8-bit weights" in out and "by PyTorch's top-1 margin" in out
+    assert "PyTorch vs itself with +-LSB/2 8-bit weight noise" in out
     r = bench.measure(ckpt, clips=5, batch=5, calibration_clips=2, engine="emulator", progress=False)
     assert sum(b["clips"] for b in r["agreement_by_margin"]) == 5
     assert r["saturated_values"] == 0 and not r["lava_bit_exact_with_emulator"]  # not checked: no Lava
