@@ -133,3 +133,16 @@ def test_a_finetuned_graph_can_be_finetuned_further(ckpt, tuned, tmp_path):
     for k, n in a.nodes.items():
         if isinstance(n, nir.Conv2d):
             assert np.array_equal(np.asarray(n.weight), np.asarray(b.nodes[k].weight)), k
+
+
+def test_narrow_weights_stay_on_their_grid(ckpt, tmp_path):
+    """--weight-bits 3: every trained conv holds at most 8 distinct mantissas times a power of two."""
+    out = tmp_path / "w3.nir"
+    cfg = QATConfig(**{**SMALL.__dict__, "weight_bits": 3})
+    record = finetune(ckpt, out, cfg=cfg, progress=False, log=lambda *_: None)
+    assert record["config"]["weight_bits"] == 3
+    for n in nir.read(str(out)).nodes.values():
+        if isinstance(n, nir.Conv2d):
+            w = np.asarray(n.weight, dtype=np.float64)
+            m = w / 2.0 ** np.ceil(np.log2(np.abs(w).max() / 4.0))
+            assert np.array_equal(m, np.rint(m)) and np.abs(m).max() <= 4
