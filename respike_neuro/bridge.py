@@ -46,7 +46,7 @@ from respike_neuro.checkpoint import CheckpointError, check_state_dict, load_che
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
 from respike_neuro.sim.fixed_point import pinned_frac_bits
-from respike_neuro.sim.plan import PlanError, load_graph
+from respike_neuro.sim.plan import PlanError, load_graph, meta_value
 from respike_neuro.sim.resources import loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
@@ -66,18 +66,6 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _meta(meta: dict, key: str) -> Any:
-    """A metadata value as a plain Python scalar/str (HDF5 hands back bytes and 0-d arrays)."""
-    v = meta.get(key)
-    if isinstance(v, np.ndarray):
-        v = v.reshape(-1)[0] if v.size == 1 else v.tolist()
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bytes):
-        v = v.decode()
-    return v
 
 
 @dataclass
@@ -141,6 +129,43 @@ def _expected_ports(model: ReSpike) -> tuple[dict[str, list[int]], dict[str, lis
         if hybrid_ports or i == len(ch):
             outputs[f"stage{i}_out"] = [c, res >> (i + 1), res >> (i + 1)]
     return inputs, outputs
+
+
+@dataclass
+class HostContext:
+    """The host's ANN side of one batch: key-frame features, looked up per logical Lava step."""
+
+    feats: list[torch.Tensor] | None  # per ANN stage: (B*N*F, C, h, w)
+    ann_vec: torch.Tensor | None  # pooled last stage per sequence: (B*N, C)
+    frames: int  # F: ANN frames per sequence (1 for key frames)
+    timesteps: int  # T': SNN steps per sequence
+
+    def context(self, stage: int, t: int | torch.Tensor) -> torch.Tensor:
+        """ANN features of `stage` for logical step(s) t = sequence * T' + step (an int or index tensor)."""
+        f, T = self.frames, self.timesteps
+        return self.feats[stage][(t // T) * f + (t % T if f > 1 else 0)]
+
+    def contexts(self, stage: int, n: int) -> torch.Tensor:
+        """The same for logical steps 0..n-1 (sequence-major, the bridge's order)."""
+        return self.context(stage, torch.arange(n, device=self.feats[stage].device))
+
+
+def host_context(model: ReSpike, clips: torch.Tensor, timesteps: int) -> HostContext:
+    """Run the ANN on the key frames of `clips` (B, T, 3, H, W) (or every frame, inputs 'all')."""
+    cfg = model.cfg
+    if model.ann is None:
+        return HostContext(None, None, 1, timesteps)
+    frames = branch_frames(clips, cfg.stride, cfg.inputs, "ann")  # (B, N, F, 3, H, W)
+    f = frames.shape[2]
+    feats = model.encode_ann(frames.flatten(0, 2))
+    ann_vec = feats[-1].mean((-2, -1)).view(-1, f, feats[-1].shape[1]).mean(1)
+    return HostContext(feats, ann_vec, f, timesteps)
+
+
+def sequence_logits(model: ReSpike, x4: torch.Tensor, ctx: HostContext, batch: int) -> torch.Tensor:
+    """Head on the (fused) stage-4 stream x4 (B*N*T', C, h, w), sequence-major: logits (B, N, K)."""
+    snn_vec = x4.view(-1, ctx.timesteps, *x4.shape[1:]).mean(1).mean((-2, -1))
+    return model.classify(ctx.ann_vec, snn_vec).view(batch, -1, model.cfg.num_classes)
 
 
 class HybridBridge:
@@ -263,7 +288,7 @@ class HybridBridge:
 
     def _check_graph(self, graph, sha: str) -> None:
         meta = dict(graph.metadata or {})
-        have = _meta(meta, "checkpoint_sha256")
+        have = meta_value(meta, "checkpoint_sha256")
         if have is None or not isinstance(meta.get("model_config"), (str, bytes, np.ndarray)):
             raise BridgeError(
                 f"{self._where()} has no respike-neuro export metadata (checkpoint_sha256, model_config); "
@@ -280,7 +305,7 @@ class HybridBridge:
                 f"{have[:12]}..., {self.checkpoint} has {sha[:12]}...; re-export with export/to_nir.py"
             )
         try:
-            theirs = json.loads(_meta(meta, "model_config"))
+            theirs = json.loads(meta_value(meta, "model_config"))
         except (TypeError, ValueError):
             raise BridgeError(f"{self._where()}: metadata model_config is not valid JSON") from None
         ours = json.loads(json.dumps(self.cfg.to_dict()))
@@ -369,31 +394,19 @@ class HybridBridge:
 
         # host: ANN on the key frames (or every frame for inputs 'all')
         t0 = time.perf_counter()
-        feats, ann_vec, f = None, None, 1
-        if model.ann is not None:
-            frames = branch_frames(clips, cfg.stride, cfg.inputs, "ann")  # (B, N, F, 3, H, W)
-            f = frames.shape[2]
-            feats = model.encode_ann(frames.flatten(0, 2))
-            ann_vec = feats[-1].mean((-2, -1)).view(-1, f, feats[-1].shape[1]).mean(1)  # (B*N, C)
+        ctx = host_context(model, clips, T)
         sync()
         timings["host_ann_s"] = time.perf_counter() - t0
         snn_frames = branch_frames(clips, cfg.stride, cfg.inputs, "snn")  # (B, N, T', 3, H, W)
         n_seq = snn_frames.shape[0] * snn_frames.shape[1]
         residual = snn_frames.flatten(0, 1).to("cpu", torch.float64).numpy()  # (B*N, T', 3, H, W)
 
-        def context(stage: int, t: int | torch.Tensor) -> torch.Tensor:
-            """ANN features for logical step(s) t = segment * T + step (an int or an index tensor)."""
-            return feats[stage][(t // T) * f + (t % T if f > 1 else 0)]
-
-        def contexts(stage: int, n: int) -> torch.Tensor:
-            return context(stage, torch.arange(n, device=self.device))
-
         fuse_s = timings["host_fuse_s"]
 
         def host(stage: int, t: int, out: np.ndarray) -> np.ndarray:
             h0 = time.perf_counter()
             x = torch.from_numpy(out).to(self.device, self.host_dtype).unsqueeze(0)
-            y = model.fuse(stage - 1, x, context(stage - 1, t).unsqueeze(0))[0]
+            y = model.fuse(stage - 1, x, ctx.context(stage - 1, t).unsqueeze(0))[0]
             y = y.to("cpu", torch.float64).numpy()
             fuse_s[stage] += time.perf_counter() - h0
             return y
@@ -401,7 +414,7 @@ class HybridBridge:
         def host_batch(stage: int, out: torch.Tensor) -> torch.Tensor:
             h0 = time.perf_counter()
             x = out.to(self.device, self.host_dtype)
-            y = model.fuse(stage - 1, x, contexts(stage - 1, x.shape[0]))
+            y = model.fuse(stage - 1, x, ctx.contexts(stage - 1, x.shape[0]))
             sync()
             fuse_s[stage] += time.perf_counter() - h0
             return y
@@ -417,12 +430,11 @@ class HybridBridge:
         x4 = torch.from_numpy(res.outputs["stage4_out"]).to(self.device, self.host_dtype)  # (B*N*T', C, h, w)
         if fusing:
             t0 = time.perf_counter()
-            x4 = model.fuse(3, x4, contexts(3, n_seq * T))
+            x4 = model.fuse(3, x4, ctx.contexts(3, n_seq * T))
             sync()
             fuse_s[4] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        snn_vec = x4.view(n_seq, T, *x4.shape[1:]).mean(1).mean((-2, -1))
-        seg_logits = model.classify(ann_vec, snn_vec).view(b, -1, cfg.num_classes)
+        seg_logits = sequence_logits(model, x4, ctx, b)
         logits = seg_logits.mean(1).to("cpu", torch.float64).numpy()
         seg_logits = seg_logits.to("cpu", torch.float64).numpy()
         timings["host_head_s"] = time.perf_counter() - t0

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from respike_neuro.bridge import HybridBridge, sha256_of
+from respike_neuro.bridge import HybridBridge, host_context, sequence_logits, sha256_of
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 from respike_neuro.cli import guarded
 from respike_neuro.config import ModelConfig
@@ -91,8 +91,8 @@ class QATConfig:
 class QATModel(torch.nn.Module):
     """Host model (frozen) + trainable spiking branch in Loihi 2 integer arithmetic: clips -> logits.
 
-    The host orchestration is HybridBridge.run_clips' with tensors kept in autograd (same order of
-    sequences, same fusion calls; tests/test_qat.py checks the logits against the bridge's bit for bit).
+    The host side uses the bridge's own pieces (host_context, sequence_logits) with tensors kept in
+    autograd; tests/test_qat.py checks spikes and logits against the bridge's torch backend.
     """
 
     def __init__(self, bridge: HybridBridge, *, alpha: float) -> None:
@@ -111,23 +111,16 @@ class QATModel(torch.nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         host, cfg, T = self.host, self.cfg, self.timesteps
         clips = clips.to(self.device, torch.float64)
-        feats, ann_vec, f = None, None, 1
-        if host.ann is not None:
-            frames = branch_frames(clips, cfg.stride, cfg.inputs, "ann")  # (B, N, F, 3, H, W)
-            f = frames.shape[2]
-            with torch.no_grad():
-                feats = host.encode_ann(frames.flatten(0, 2))
-            ann_vec = feats[-1].mean((-2, -1)).view(-1, f, feats[-1].shape[1]).mean(1)
+        with torch.no_grad():  # the ANN is frozen
+            ctx = host_context(host, clips, T)
         snn = branch_frames(clips, cfg.stride, cfg.inputs, "snn").flatten(0, 1)  # (S, T, 3, H, W)
         s = snn.shape[0]
-        n = torch.arange(s * T, device=self.device)  # sequence-major step index, as the bridge's
-        ctx = (n // T) * f + (n % T if f > 1 else 0)
 
         def seq_major(x: torch.Tensor) -> torch.Tensor:  # (T, S, ...) -> the bridge's (S*T, ...)
             return x.transpose(0, 1).flatten(0, 1)
 
         def fuse(stage: int, x: torch.Tensor) -> torch.Tensor:  # (T, S, ...) -> fused, same layout
-            y = host.fuse(stage - 1, seq_major(x), feats[stage - 1][ctx])
+            y = host.fuse(stage - 1, seq_major(x), ctx.contexts(stage - 1, s * T))
             return y.view(s, T, *y.shape[1:]).transpose(0, 1)
 
         fusing = host.fusions is not None
@@ -135,9 +128,8 @@ class QATModel(torch.nn.Module):
         self.last_run = res  # spikes, outputs, saturation of this call, (T, S, ...) layout
         x4 = seq_major(res["outputs"]["stage4_out"])
         if fusing:
-            x4 = host.fuse(3, x4, feats[3][ctx])
-        snn_vec = x4.view(s, T, *x4.shape[1:]).mean(1).mean((-2, -1))
-        return host.classify(ann_vec, snn_vec).view(clips.shape[0], -1, cfg.num_classes).mean(1)
+            x4 = host.fuse(3, x4, ctx.contexts(3, s * T))
+        return sequence_logits(host, x4, ctx, clips.shape[0]).mean(1)
 
 
 def _accuracy(

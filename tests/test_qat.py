@@ -39,7 +39,7 @@ def tuned(ckpt, tmp_path_factory):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NO_GPU)])
-def test_qat_forward_is_the_bridge_torch_backend_bit_for_bit(ckpt, device):
+def test_qat_forward_is_the_bridge_torch_backend_spike_for_spike(ckpt, device):
     clips = built_in_clips(2)
     with HybridBridge(ckpt, mode="fixed", backend="torch", device=device, calibration=clips) as br:
         want = br.run_clips(clips)

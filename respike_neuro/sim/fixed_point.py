@@ -22,7 +22,7 @@ import numpy as np
 
 from respike_neuro.sim import quantization as qz
 from respike_neuro.sim.executor import run_plan
-from respike_neuro.sim.plan import Plan, PlanError
+from respike_neuro.sim.plan import Plan, PlanError, meta_value
 
 LIF_IN_BITS = 18  # a_in << 6 must fit the 24-bit u: 17 magnitude bits + sign
 
@@ -76,15 +76,9 @@ PINNED_KEY = "fixed_point_frac_bits"  # NIR metadata: JSON {stream: f} of a quan
 
 def pinned_frac_bits(metadata: dict | None) -> dict[str, int] | None:
     """The fixed-point formats a NIR graph's metadata pins (respike_neuro/qat.py writes them), or None."""
-    v = (metadata or {}).get(PINNED_KEY)
+    v = meta_value(metadata or {}, PINNED_KEY)
     if v is None:
         return None
-    if isinstance(v, np.ndarray):
-        v = v.reshape(-1)[0] if v.size == 1 else None
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bytes):
-        v = v.decode()
     try:
         pinned = json.loads(v)
         if not isinstance(pinned, dict):

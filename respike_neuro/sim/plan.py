@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,18 @@ def load_graph(graph):
             raise PlanError(f"{str(path)!r} holds a single {type(g).__name__}, not a NIR graph")
         return g
     raise TypeError(f"graph must be a nir.NIRGraph or a path, got {type(graph).__name__}")
+
+
+def meta_value(meta: dict, key: str) -> Any:
+    """A metadata value as a plain Python scalar/str (HDF5 hands back bytes and 0-d arrays)."""
+    v = meta.get(key)
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0] if v.size == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode()
+    return v
 
 
 def _scalar(v) -> float | None:
