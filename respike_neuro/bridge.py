@@ -47,7 +47,8 @@ from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
 from respike_neuro.sim.fixed_point import pinned_frac_bits
 from respike_neuro.sim.plan import PlanError, load_graph, meta_value
-from respike_neuro.sim.resources import loihi2_report
+from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
+from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
 
@@ -242,7 +243,11 @@ class HybridBridge:
             weight_bits=weight_bits,
         )
         self._check_plan_ports()
-        self.resources = loihi2_report(graph)
+        # weight memory at the deployed mantissa width (wider than 8 bits is an emulator-only diagnostic)
+        deployed = mode == "fixed" and weight_bits <= MAX_WEIGHT_BITS
+        self.resources = loihi2_report(
+            graph, limits=Loihi2Limits(weight_bits=weight_bits) if deployed else None
+        )
         self.timesteps = self.spiking.timesteps
         self._closed = False
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -146,3 +146,6 @@ def test_narrow_weights_stay_on_their_grid(ckpt, tmp_path):
             w = np.asarray(n.weight, dtype=np.float64)
             m = w / 2.0 ** np.ceil(np.log2(np.abs(w).max() / 4.0))
             assert np.array_equal(m, np.rint(m)) and np.abs(m).max() <= 4
+    with HybridBridge(ckpt, out, mode="fixed", backend="torch", weight_bits=3) as br:  # deployed at 3 bits
+        t = br.resources.totals
+        assert br.resources.limits.weight_bits == 3 and t["weight_bits_shared"] == 3 * t["stored_weights"] > 0

@@ -39,6 +39,8 @@ from respike_neuro.sim.procs.models import (
     SPARSE_THRESHOLD_KEY,
     FastConvModelFixed,
     FastConvModelFloat,
+    FastLifResetModelBitAcc,
+    FastLifResetModelFloat,
     PyGradedDelayFixed,
     PyGradedDelayFloat,
     PyGradedRelayFixed,
@@ -46,7 +48,7 @@ from respike_neuro.sim.procs.models import (
     PyTieModel,
 )
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
-from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
+from respike_neuro.sim.quantization import MAX_WEIGHT_BITS, WeightFormat
 
 MODES = ("float", "fixed")
 
@@ -165,7 +167,11 @@ def build_network(
                 else (PyConvModelFixed if fx else PyConvModelFloat)
             )
         elif u.kind == "lif":
-            mm[proc] = PyLifResetModelBitAcc if fx else PyLifResetModelFloat
+            mm[proc] = (
+                (FastLifResetModelBitAcc if fx else FastLifResetModelFloat)
+                if fast_models
+                else (PyLifResetModelBitAcc if fx else PyLifResetModelFloat)
+            )
         elif u.kind == "relay":
             mm[proc] = PyGradedRelayFixed if fx else PyGradedRelayFloat
         elif u.kind == "delay":
@@ -210,7 +216,11 @@ def _make_unit(u: Unit, plan: Plan, timesteps: int, fixed, sparse_threshold: flo
             proc = Conv(weight=lava_conv_weight(weight), **kw)
         else:
             q = fixed.convs[u.key]
-            proc = Conv(weight=lava_conv_weight(q.mantissa), weight_exp=q.weight_exp, num_weight_bits=8, **kw)
+            # Lava's synapse convention (9-bit even weights, (9 - bits) LSBs dropped): the shifted
+            # mantissa and lowered exponent carry the same integers, which the fast models compute
+            syn = WeightFormat(q.mantissa, q.weight_exp, q.bits).lava_synapse()
+            proc = Conv(weight=lava_conv_weight(syn["weights"]), weight_exp=syn["weight_exp"],
+                        num_weight_bits=syn["num_weight_bits"], **kw)
         proc.proc_params[SPARSE_THRESHOLD_KEY] = float(sparse_threshold) if u.binary_input else 0.0
         return proc
     if u.kind == "lif":

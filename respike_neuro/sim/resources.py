@@ -59,8 +59,14 @@ class Loihi2Limits:
     # the size of Loihi 1's dedicated synaptic memory.  120M synapses per chip (~0.94M per core) is
     # only reachable with compressed/low-precision weights.
     synaptic_bits_per_core: int = 128 * 1024 * 8
-    # 8-bit weight mantissa per stored weight (the per-layer exponent is negligible).
+    # weight mantissa bits per stored weight (the per-layer exponent is negligible): at most 8; fewer for
+    # a model trained for narrower synapses (respike_neuro/qat.py --weight-bits).
     weight_bits: int = MAX_WEIGHT_BITS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
+            raise ValueError(f"weight_bits must be in [1, {MAX_WEIGHT_BITS}] (Loihi 2 synapses), "
+                             f"got {self.weight_bits}")
 
     def to_dict(self) -> dict[str, int]:
         return {"cores_per_chip": self.cores_per_chip, "neurons_per_core": self.neurons_per_core,

@@ -102,7 +102,8 @@ class LavaSpikingBranch:
 
     graph: nir.NIRGraph or path. mode: "float" or "fixed" (Loihi 2 widths). backend: "cpu" (Lava's
     Python simulation) or "loihi2" (Intel's proprietary backend; raises BackendUnavailable here).
-    fast_models: use the vectorised Conv models (False = Lava's stock scipy models).
+    fast_models: use the vectorised Conv and leaner LIFReset models (False = Lava's stock models; fixed
+    point needs the fast Conv, which applies the weight exponent).
     timesteps: T per segment (default: graph metadata timesteps_per_segment).
     calibration: for mode="fixed", {port: (T', C, H, W)} inputs for the float run that measures
     activation ranges (default: N(0,1) inputs, seeded). Unused when the graph's metadata pins the

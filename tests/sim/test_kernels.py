@@ -38,17 +38,33 @@ def test_conv_kernel_matches_reference(rng, c_in, c_out, k, stride, pad, groups,
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_fixed_conv_is_exact_integer_arithmetic(rng):
-    x = rng.integers(-(1 << 20), 1 << 20, size=(5, 5, 3))
-    wt = rng.integers(-128, 128, size=(4, 3, 3, 3))
-    kern = ConvKernel(lava_conv_weight(wt), x.shape, 1, 1, 1, 1)
-    out, sat = fixed_conv(kern, x, -3, binary=False)
+@pytest.mark.parametrize(
+    ("binary", "exp", "bits", "thr"),
+    [
+        (False, -3, 24, 0.0),  # graded input: float64 accumulator, saturates 24 bits
+        (True, -3, 24, 0.0),  # spike input: float32 GEMM, shift and saturation in float32 too
+        (True, 5, 12, 0.0),  # left shift, saturating a narrower accumulator
+        (True, -2, 12, 1.0),  # spike-scatter path
+    ],
+)
+def test_fixed_conv_is_exact_integer_arithmetic(rng, binary, exp, bits, thr):
+    if binary:
+        x = (rng.random((9, 8, 24)) < 0.3).astype(np.int32)
+    else:
+        x = rng.integers(-(1 << 20), 1 << 20, size=(5, 5, 3))
+    wt = rng.integers(-128, 128, size=(4, x.shape[2], 3, 3))
+    kern = ConvKernel(lava_conv_weight(wt), x.shape, 1, 1, 1, 1, sparse_threshold=thr)
+    assert kern.exact_f32  # integer weights; the float32 GEMM is taken for spike input only
+    out, sat = fixed_conv(kern, x, exp, binary=binary, bits=bits, dtype=np.int32)
     exact = conv2d_nchw(
         from_lava(x)[None].astype(np.int64), wt.astype(np.int64), None, (1, 1), (1, 1, 1, 1), (1, 1), 1
     )[0]
-    want, n = clamp_signed(shift_round(np.rint(exact).astype(np.int64), -3), 24)
+    want, n = clamp_signed(shift_round(np.rint(exact).astype(np.int64), exp), bits)
+    assert out.dtype == np.int32
     np.testing.assert_array_equal(from_lava(out), want)
-    assert sat == n and sat > 0  # values up to 2^20 * 128 * 27 must saturate 24 bits
+    assert sat == n
+    if exp > 0 or not binary:
+        assert sat > 0  # saturation is exercised
 
 
 def test_kernel_rejects_bad_shapes():

@@ -206,3 +206,14 @@ def test_report_on_graph_read_back_from_hdf5(tmp_path):
     read = loihi2_report(nir.read(path)).totals
     assert read == loihi2_report(block_graph(4, 8, True)).totals
     assert read["host_bytes_per_segment"] == 3 * read["host_bytes_per_step"]
+
+
+def test_weight_memory_at_the_deployed_mantissa_width():
+    g = block_graph(4, 8, True)
+    full, narrow = loihi2_report(g), loihi2_report(g, limits=Loihi2Limits(weight_bits=3))
+    for key in ("weight_bits_shared", "weight_bits_per_connection"):
+        assert narrow.totals[key] * 8 == full.totals[key] * 3 > 0
+    assert "3-bit weights" in narrow.format_table()
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="weight_bits must be in"):
+            Loihi2Limits(weight_bits=bad)

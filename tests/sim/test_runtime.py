@@ -70,8 +70,9 @@ def test_stock_models_selectable_and_equal(rng, children):
     x = rng.normal(size=(T, 3, 8, 8)) * 2
     with LavaSpikingBranch(g, fast_models=False) as stock, LavaSpikingBranch(g) as fast:
         from lava.proc.conv.models import PyConvModelFloat
+        from lava.proc.lif.models import PyLifResetModelFloat
 
-        assert PyConvModelFloat in stock.net.model_map.values()
+        assert {PyConvModelFloat, PyLifResetModelFloat} <= set(stock.net.model_map.values())
         a, b = stock.run_segment(x), fast.run_segment(x)
     for k in a.spikes:
         assert np.array_equal(a.spikes[k], b.spikes[k]), k

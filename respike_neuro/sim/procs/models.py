@@ -1,8 +1,9 @@
-"""ProcessModels: float/fixed models for the graded processes, and fast models for Lava's own Conv.
+"""ProcessModels: float/fixed models for the graded processes; fast models for Lava's own Conv and LIFReset.
 
-The fast Conv models implement lava.proc.conv.process.Conv (the SAME Process as Lava's stock models) with
-the vectorised kernels of respike_neuro.sim.kernels; they are chosen through a run config's
-exception_proc_model_map, so the stock scipy-per-channel-pair models stay selectable.
+The fast models implement the SAME Processes as Lava's stock models (lava.proc.conv Conv, lava.proc.lif
+LIFReset): Conv with the vectorised kernels of respike_neuro.sim.kernels, LIFReset with exactly the stock
+arithmetic in fewer passes over the state. They are chosen through a run config's
+exception_proc_model_map, so the stock models (scipy per channel pair for Conv) stay selectable.
 Timing is Lava's: a synapse sends at step t what it accumulated at step t-1 (one step of delay).
 """
 
@@ -16,11 +17,14 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv.process import Conv
+from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
+from lava.proc.lif.process import LIFReset
 
 from respike_neuro.sim.kernels import ConvKernel, clamp_signed, fixed_conv
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 
 SPARSE_THRESHOLD_KEY = "respike_sparse_threshold"
+DECAY_UNITY = 4096  # Loihi's 12-bit decay registers: state keeps (4096 - d) / 4096 per step
 
 
 def _limit_blas_threads() -> None:
@@ -80,9 +84,10 @@ class PyGradedRelayFixed(PyLoihiProcessModel):
         a = self.a_in.recv()
         if self._quantize:
             a = np.rint(np.asarray(a, dtype=np.float64) * 2.0**self._frac)
-        out, n = clamp_signed(np.asarray(a, dtype=np.int64) + self.bias, self._bits)
+        # int32 inputs and bias are within 24 bits each, so their sum cannot wrap before the clamp
+        out, n = clamp_signed(a + self.bias, self._bits)
         self.saturated[0] += n
-        self.s_out.send(out.astype(np.int32))
+        self.s_out.send(out.astype(np.int32, copy=False))
 
 
 class _AbstractDelayModel(PyLoihiProcessModel):
@@ -193,5 +198,82 @@ class FastConvModelFixed(_AbstractFastConv):
         kernel = self._get_kernel()
         self.a_out.send(self.a_buf)
         s_in = self.s_in.recv()
-        out, _ = fixed_conv(kernel, s_in, int(self.weight_exp.item()), binary=self._binary)
-        self.a_buf = out.astype(np.int32)
+        self.a_buf, _ = fixed_conv(kernel, s_in, int(self.weight_exp.item()), binary=self._binary,
+                                   dtype=np.int32)
+
+
+@implements(proc=LIFReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt", "respike_fast")
+class FastLifResetModelFloat(PyLifResetModelFloat):
+    """Lava's float LIFReset arithmetic, the same IEEE operations in the same order, done in place: the
+    stock model allocates four state-sized temporaries per step, which at ResNet stage sizes costs more
+    than the neuron update itself."""
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        u, v = self.u, self.v
+        np.multiply(u, 1 - self.du, out=u)
+        u += a_in
+        np.multiply(v, 1 - self.dv, out=v)
+        v += u
+        v += self.bias_mant
+        s_out = v > self.vth
+        v[s_out] = 0
+        self.s_out.send(s_out)
+
+
+def _decay_toward_zero(x: np.ndarray, keep: int) -> np.ndarray:
+    """Loihi's decay sign(x) * (|x| * keep >> 12) as int32. |x| * keep < 2**43 and the division by 4096 is a
+    power of two, so the float64 product is exact and truncation gives the integer result."""
+    return np.trunc(x * (keep / DECAY_UNITY)).astype(np.int32)
+
+
+@implements(proc=LIFReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "respike_fast")
+class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
+    """Bit-identical to Lava's PyLifResetModelBitAcc with a third of its state-sized passes: the decays
+    are one exact float64 multiply and truncation each (not int64 sign/abs/shift), a fully decaying
+    current (du = 4095) skips its decay, the 24-bit wrap runs only when a value is out of range, and the
+    effective bias is recomputed only when bias_mant or bias_exp change (the stock model recomputes it
+    every step)."""
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self._bias_key: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _effective_bias(self) -> np.ndarray:
+        key = self._bias_key
+        if key is None or not all(np.array_equal(k, b) for k, b in zip(key, (self.bias_mant, self.bias_exp))):
+            self.scale_bias()
+            self._bias_key = (np.copy(self.bias_mant), np.copy(self.bias_exp))
+        return self.effective_bias
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        bias = self._effective_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+        keep_u = DECAY_UNITY - (int(self.du) + self.ds_offset)
+        curr = np.left_shift(a_in, self.act_shift).astype(np.int32, copy=False)
+        if keep_u:
+            curr = _decay_toward_zero(self.u, keep_u) + curr
+        mx = self.max_uv_val
+        if curr.size and (curr.max() > mx or curr.min() <= -mx):  # wraps modulo 2**24, as the stock model
+            curr = np.where(curr > mx, curr - 2 * mx, np.where(curr <= -mx, curr + 2 * mx, curr))
+        self.u[:] = curr
+        v = _decay_toward_zero(self.v, DECAY_UNITY - (int(self.dv) + self.dm_offset))
+        v += self.u
+        v += bias
+        np.clip(v, -mx + 1, mx - 1, out=v)
+        s_out = v > self.effective_vth
+        v[s_out] = 0
+        self.v[:] = v
+        self.s_out.send(s_out)
