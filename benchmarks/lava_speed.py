@@ -81,6 +81,61 @@ def numpy_ms_per_step(graph, timesteps: int, sparse: float, seed: int) -> float:
     return 1e3 * min(times[1:]) / timesteps
 
 
+def cpu_breakdown(graph, timesteps: int, mode: str, sparse: float) -> dict[str, dict]:
+    """CPU time each ProcessModel class spends per call of its run_spk (process_time, so time blocked on
+    a port does not count), mean over its processes: where a stage's time goes inside Lava. The run_spk
+    methods are wrapped here before Lava forks its processes; each process writes its totals to a file."""
+    import glob
+    import shutil
+
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+
+    from respike_neuro.sim import mapping
+
+    out = tempfile.mkdtemp(prefix="lava_breakdown_")
+    classes = {v for v in vars(mapping).values()
+               if isinstance(v, type) and issubclass(v, PyLoihiProcessModel)}
+    saved = {c: c.__dict__.get("run_spk") for c in classes}
+
+    def wrap(cls):
+        inner = cls.run_spk
+
+        def run_spk(self):
+            t0 = time.process_time()
+            inner(self)
+            acc = self.__dict__.setdefault("_cpu_breakdown", [0.0, 0])
+            acc[0] += time.process_time() - t0
+            acc[1] += 1
+            with open(os.path.join(out, f"{cls.__name__}.{os.getpid()}"), "w") as f:
+                json.dump(acc, f)
+
+        return run_spk
+
+    try:
+        for c in classes:
+            c.run_spk = wrap(c)
+        lava_ms_per_step(graph, timesteps, True, sparse, 0, mode=mode)
+        rows: dict[str, dict] = {}
+        for path in glob.glob(os.path.join(out, "*")):
+            name = os.path.basename(path).rsplit(".", 1)[0]
+            with open(path) as f:
+                cpu_s, calls = json.load(f)
+            r = rows.setdefault(name, {"processes": 0, "cpu_s": 0.0, "calls": 0})
+            r["processes"] += 1
+            r["cpu_s"] += cpu_s
+            r["calls"] += calls
+        for r in rows.values():
+            r["cpu_ms_per_call"] = 1e3 * r["cpu_s"] / r["calls"]
+        return rows
+    finally:
+        for c, m in saved.items():
+            if m is None:
+                del c.run_spk
+            else:
+                c.run_spk = m
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def torch_worker(nir_path: str, timesteps: int, threads: int) -> None:
     """Same-step PyTorch execution of the stage graph; prints ms per timestep as JSON."""
     import nir
@@ -163,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-stock", action="store_true", help="skip Lava's stock models (slow)")
     ap.add_argument("--torch-threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print the CPU time per call of each ProcessModel class (float and fixed)")
     ap.add_argument("--torch-worker", nargs=2, metavar=("NIR", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.torch_worker:
@@ -239,6 +296,10 @@ def main(argv=None) -> int:
                 lava_steps=steps,
                 mean_spike_rate=float(np.mean(list(rates.values()))),
             )
+            if args.breakdown:
+                row["cpu_breakdown"] = {
+                    m: cpu_breakdown(g, args.timesteps, m, 0.1) for m in ("float", "fixed")
+                }
             rows.append(row)
             print(
                 f"{cfg['stage']:>5} {cfg['c_in']:>4}->{cfg['channels']:<4} {cfg['hw']:>3}x{cfg['hw']:<3} "
@@ -248,6 +309,12 @@ def main(argv=None) -> int:
                 f"{kernels_ms / torch_ms:6.2f}  "
                 f"{row['mean_spike_rate']:.3f}"
             )
+    for row in rows if args.breakdown else ():
+        print(f"stage {row['stage']}, fast+sparse: CPU ms per run_spk call (mean over the xN processes)")
+        for mode, table in row["cpu_breakdown"].items():
+            cells = sorted(table.items(), key=lambda kv: -kv[1]["cpu_ms_per_call"] * kv[1]["processes"])
+            print(f"  {mode:<5} " + ", ".join(f"{k} x{v['processes']} {v['cpu_ms_per_call']:.2f}"
+                                            for k, v in cells))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

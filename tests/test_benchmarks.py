@@ -21,12 +21,20 @@ def test_lava_speed_reports_every_engine(tmp_path, capsys, children):
     bench = _load("lava_speed")
     out = tmp_path / "speed.json"
     args = ["--input-hw", "32", "--width", "4", "--stages", "1", "--blocks", "1", "--skip-stock"]
-    assert bench.main([*args, "--json", str(out)]) == 0
+    assert bench.main([*args, "--breakdown", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "fixed" in table and "torch" in table and "16x16" in table
     (row,) = json.loads(out.read_text())
     for key in ("fast_dense_ms", "fast_sparse_ms", "fast_sparse_fixed_ms", "numpy_kernels_ms", "torch_ms"):
         assert row[key] > 0, key
+    # where the time goes: every model of the stage ran and was timed, and the wrappers are gone again
+    fixed = row["cpu_breakdown"]["fixed"]
+    assert {"FastConvModelFixed", "FastLifResetModelBitAcc", "PyLoihiInjectorModel"} <= set(fixed)
+    assert all(r["calls"] > 0 and r["cpu_ms_per_call"] >= 0 for r in fixed.values())
+    assert f"FastConvModelFixed x{fixed['FastConvModelFixed']['processes']} " in table
+    from respike_neuro.sim.procs.models import FastConvModelFixed
+
+    assert FastConvModelFixed.run_spk.__qualname__ == "FastConvModelFixed.run_spk"
     assert children() == []
 
 
