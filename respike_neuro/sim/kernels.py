@@ -257,8 +257,10 @@ def clamp_signed(values: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     """Saturate to a signed `bits`-wide integer; returns (clamped, number of saturated entries). Without
     saturation that is `values` itself (no copy: a per-step pass saved on every graded stream)."""
     hi = (1 << (bits - 1)) - 1
+    if values.size == 0 or (values.max() <= hi and values.min() >= -hi):  # two reductions, no temporaries
+        return values, 0
     n = int(np.count_nonzero(values > hi)) + int(np.count_nonzero(values < -hi))
-    return (np.clip(values, -hi, hi) if n else values), n
+    return np.clip(values, -hi, hi), n
 
 
 def fixed_conv(
@@ -274,11 +276,9 @@ def fixed_conv(
     acc = kernel.accumulate(x_int, binary=binary)
     if acc.dtype != np.float32 or bits > 24:
         acc = np.rint(acc.astype(np.float64, copy=False))
-    acc = acc * acc.dtype.type(2.0**weight_exp)
-    if weight_exp < 0:
-        np.floor(acc, out=acc)
-    hi = (1 << (bits - 1)) - 1
-    n = int(np.count_nonzero(np.abs(acc) > hi))
-    if n:
-        np.clip(acc, -hi, hi, out=acc)
+    if weight_exp:
+        acc = acc * acc.dtype.type(2.0**weight_exp)
+        if weight_exp < 0:
+            np.floor(acc, out=acc)
+    acc, n = clamp_signed(acc, bits)
     return acc.astype(dtype), n

@@ -246,12 +246,14 @@ class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
         super().__init__(proc_params)
         self._bias_key: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _effective_bias(self) -> np.ndarray:
+    def _effective_bias(self) -> np.ndarray | None:
+        """The bias in membrane units, or None when it is zero everywhere (nothing to add)."""
         key = self._bias_key
         if key is None or not all(np.array_equal(k, b) for k, b in zip(key, (self.bias_mant, self.bias_exp))):
             self.scale_bias()
             self._bias_key = (np.copy(self.bias_mant), np.copy(self.bias_exp))
-        return self.effective_bias
+            self._bias_any = bool(np.any(self.effective_bias))
+        return self.effective_bias if self._bias_any else None
 
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
@@ -268,12 +270,13 @@ class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
         mx = self.max_uv_val
         if curr.size and (curr.max() > mx or curr.min() <= -mx):  # wraps modulo 2**24, as the stock model
             curr = np.where(curr > mx, curr - 2 * mx, np.where(curr <= -mx, curr + 2 * mx, curr))
-        self.u[:] = curr
         v = _decay_toward_zero(self.v, DECAY_UNITY - (int(self.dv) + self.dm_offset))
-        v += self.u
-        v += bias
+        v += curr
+        if bias is not None:
+            v += bias
         np.clip(v, -mx + 1, mx - 1, out=v)
         s_out = v > self.effective_vth
         v[s_out] = 0
-        self.v[:] = v
+        # fresh int32 arrays of the Vars' shape: rebinding them spares a copy each (Lava reads Vars by name)
+        self.u, self.v = curr.reshape(self.u.shape), v
         self.s_out.send(s_out)
