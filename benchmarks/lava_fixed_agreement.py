@@ -68,7 +68,7 @@ def measure(
     import numpy as np
     import torch
 
-    from respike_neuro.analysis.stability import perturbed_agreement
+    from respike_neuro.analysis.stability import perturbed_agreement, threshold_agreement
     from respike_neuro.bridge import HybridBridge
     from respike_neuro.data.synthetic import SyntheticActions
 
@@ -140,8 +140,14 @@ def measure(
         if bar is not None:
             bar.close()
         fixed = br.spiking.fixed
-        floor = (perturbed_agreement(br.model, torch.cat(seen), bits=weight_bits, draws=floor_draws)
+        clips_seen = torch.cat(seen)
+        floor = (perturbed_agreement(br.model, clips_seen, bits=weight_bits, draws=floor_draws)
                  if floor_draws > 0 else None)
+        # one error source alone: Loihi's threshold register rounds theta to the input current's resolution
+        lif_q = fixed.report["lif"]
+        thresholds = {k: p["theta_effective"] for k, p in lif_q.items()}
+        theta_only = threshold_agreement(br.model, clips_seen, thresholds)
+        theta_rel = max(p["theta_error"] / p["theta"] for p in lif_q.values())
         m, a = np.asarray(margins), np.asarray(agreed, dtype=bool)
         edges = [0.0, 0.1, 0.25, 0.5, 1.0, np.inf]
         by_margin = []
@@ -169,6 +175,8 @@ def measure(
             "spike_rate_lava": {k: rate_l[k] / total[k] for k in flips},
             "spike_rate_pytorch": {k: rate_t[k] / total[k] for k in flips},
             "pytorch_perturbation_floor": floor,
+            "pytorch_deployed_thresholds_agreement": theta_only,
+            "max_relative_threshold_error": theta_rel,
             "saturated_values": saturated,
             "lava_bit_exact_with_emulator": bit_exact,
             "frac_bits": {k: v for k, v in fixed.frac_bits.items() if not k.endswith("#in")},
@@ -219,6 +227,9 @@ def _measure_and_print(args: argparse.Namespace) -> int:
         print(f"PyTorch vs itself with +-LSB/2 {r['weight_bits']}-bit weight noise in its SNN convs "
               "(the floor any deployment at this width is measured against): "
               + ", ".join(f"{x:.2%}" for x in r["pytorch_perturbation_floor"]))
+    print(f"PyTorch vs itself with only its thresholds moved to the deployed ones (vth / input scale, up "
+          f"to {r['max_relative_threshold_error']:.1e} relative): "
+          f"{r['pytorch_deployed_thresholds_agreement']:.2%}")
     print("top-1 agreement by PyTorch's top-1 margin (logit gap to the runner-up):")
     for b in r["agreement_by_margin"]:
         lo, hi = b["margin"]

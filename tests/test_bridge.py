@@ -236,8 +236,11 @@ def test_fixed_agreement_benchmark_reports_margins(ckpt, capsys):
     out = capsys.readouterr().out
     assert "engine emulator, 8-bit weights" in out and "by PyTorch's top-1 margin" in out
     assert "PyTorch vs itself with +-LSB/2 8-bit weight noise" in out
+    assert "only its thresholds moved to the deployed ones" in out
     r = bench.measure(ckpt, clips=5, batch=5, calibration_clips=2, engine="emulator", progress=False)
     assert sum(b["clips"] for b in r["agreement_by_margin"]) == 5
+    assert 0 < r["max_relative_threshold_error"] < 1e-3
+    assert 0 <= r["pytorch_deployed_thresholds_agreement"] <= 1
     assert r["saturated_values"] == 0 and not r["lava_bit_exact_with_emulator"]  # not checked: no Lava
     assert bench.main([*args, "--weight-bits", "12", "--engine", "lava", "--quiet"]) == 1
     assert "emulator backend only" in capsys.readouterr().err

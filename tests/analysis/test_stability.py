@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from respike_neuro.analysis.stability import perturbed_agreement
+from respike_neuro.analysis.stability import perturbed_agreement, threshold_agreement
 from respike_neuro.checkpoint import load_model
 
 _spec = importlib.util.spec_from_file_location("bridge_helpers", Path(__file__).parents[1] / "test_bridge.py")
@@ -25,3 +25,18 @@ def test_noise_size_matters_and_weights_are_restored(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="bits must be in"):
         perturbed_agreement(model, clips, bits=1, draws=1)
+
+
+def test_threshold_agreement_moves_only_thresholds_and_restores_them(tmp_path):
+    model, _ = load_model(_helpers.make_checkpoint(tmp_path / "tiny.pt"))
+    model = model.double()
+    clips = _helpers.built_in_clips(12).double()
+    lif = model.snn.stages[0][0].lif1
+    theta = lif.threshold
+    assert threshold_agreement(model, clips, {"layer1.0.lif1": theta}) == 1.0  # unchanged: all agree
+    names = [f"layer{i}.{j}.lif{k}" for i, st in enumerate(model.snn.stages, 1) for j in range(len(st))
+             for k in (1, 2)]
+    assert threshold_agreement(model, clips, {n: 100.0 for n in names}) < 1.0  # a silent SNN changes some
+    assert lif.threshold == theta
+    with pytest.raises(ValueError, match="no LIF layer named 'layer9.0.lif1'"):
+        threshold_agreement(model, clips, {"layer9.0.lif1": 1.0})
