@@ -242,17 +242,6 @@ class ConvKernel:
         return out
 
 
-INT24_MAX = (1 << 23) - 1
-
-
-def shift_round(acc: np.ndarray, exp: int) -> np.ndarray:
-    """Apply a Loihi-style weight exponent to an integer accumulator: << exp, or arithmetic >> -exp."""
-    acc = np.asarray(acc, dtype=np.int64)
-    if exp >= 0:
-        return np.left_shift(acc, exp)
-    return np.right_shift(acc, -exp)
-
-
 def clamp_signed(values: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     """Saturate to a signed `bits`-wide integer; returns (clamped, number of saturated entries). Without
     saturation that is `values` itself (no copy: a per-step pass saved on every graded stream)."""

@@ -10,7 +10,6 @@ from respike_neuro.sim.kernels import (
     fixed_conv,
     from_lava,
     lava_conv_weight,
-    shift_round,
     to_lava,
 )
 
@@ -36,6 +35,11 @@ def test_conv_kernel_matches_reference(rng, c_in, c_out, k, stride, pad, groups,
         got = from_lava(kern(to_lava(x), binary=binary))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def shift_round(acc: np.ndarray, exp: int) -> np.ndarray:
+    """The integer reference for a Loihi weight exponent: << exp, or arithmetic >> -exp."""
+    return np.left_shift(acc, exp) if exp >= 0 else np.right_shift(acc, -exp)
 
 
 @pytest.mark.parametrize(
