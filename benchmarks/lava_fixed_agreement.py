@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--engine", choices=("lava", "emulator", "torch"), default="lava",
                    help="lava (default), the numpy emulator, or its arithmetic batched in torch")
-    p.add_argument("--weight-bits", type=int, default=8, help="weight mantissa bits (8 = Loihi 2)")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="weight mantissa bits (default: a fine-tuned NIR's own width, else 8 = Loihi 2)")
     p.add_argument("--floor-draws", type=int, default=0,
                    help="also measure PyTorch's agreement with itself under weight noise of the same bit "
                    "width, this many draws (respike_neuro/analysis/stability.py; default 0: off)")
@@ -60,7 +61,7 @@ def measure(
     batch: int = 16,
     calibration_clips: int = 8,
     engine: str = "lava",
-    weight_bits: int = 8,
+    weight_bits: int | None = None,
     floor_draws: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -141,7 +142,7 @@ def measure(
             bar.close()
         fixed = br.spiking.fixed
         clips_seen = torch.cat(seen)
-        floor = (perturbed_agreement(br.model, clips_seen, bits=weight_bits, draws=floor_draws)
+        floor = (perturbed_agreement(br.model, clips_seen, bits=br.spiking.weight_bits, draws=floor_draws)
                  if floor_draws > 0 else None)
         # one error source alone: Loihi's threshold register rounds theta to the input current's resolution
         lif_q = fixed.report["lif"]
@@ -163,7 +164,7 @@ def measure(
             "clips": clips,
             "batch": batch,
             "engine": engine,
-            "weight_bits": weight_bits,
+            "weight_bits": br.spiking.weight_bits,
             "calibration": fixed.calibration,
             "top1_agreement": same / clips,
             "accuracy_lava_fixed": correct_lava / clips,

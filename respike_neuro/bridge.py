@@ -180,8 +180,8 @@ class HybridBridge:
     host_dtype: torch dtype of the host model (float64 by default, see the module docstring).
     calibration: fixed mode only: clips (B, T, 3, H, W) whose golden trace sets the fixed-point ranges
     (default: `calibration_clips` built-in synthetic training clips; 0 = Lava's N(0,1) default).
-    weight_bits: fixed mode: weight mantissa bits (8 = Loihi 2; up to 16 on the emulator backend, for
-    diagnosis).
+    weight_bits: fixed mode: weight mantissa bits (default: the width a fine-tuned NIR pins, else 8 =
+    Loihi 2; up to 16 on the emulator backend, for diagnosis).
     """
 
     def __init__(
@@ -197,7 +197,7 @@ class HybridBridge:
         calibration: torch.Tensor | None = None,
         calibration_clips: int = 8,
         step_timeout: float = 60.0,
-        weight_bits: int = 8,
+        weight_bits: int | None = None,
     ) -> None:
         if mode not in ("float", "fixed"):
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
@@ -244,10 +244,9 @@ class HybridBridge:
         )
         self._check_plan_ports()
         # weight memory at the deployed mantissa width (wider than 8 bits is an emulator-only diagnostic)
-        deployed = mode == "fixed" and weight_bits <= MAX_WEIGHT_BITS
-        self.resources = loihi2_report(
-            graph, limits=Loihi2Limits(weight_bits=weight_bits) if deployed else None
-        )
+        bits = self.spiking.weight_bits
+        deployed = mode == "fixed" and bits <= MAX_WEIGHT_BITS
+        self.resources = loihi2_report(graph, limits=Loihi2Limits(weight_bits=bits) if deployed else None)
         self.timesteps = self.spiking.timesteps
         self._closed = False
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

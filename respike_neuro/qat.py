@@ -50,7 +50,7 @@ from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 from respike_neuro.cli import guarded
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import branch_frames
-from respike_neuro.sim.fixed_point import PINNED_KEY
+from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY
 from respike_neuro.torch_emulator import TorchPlanEmulator
 
 
@@ -188,7 +188,8 @@ def write_nir_atomic(graph: nir.NIRGraph, path: Path) -> None:
 
 
 def deployable_graph(bridge: HybridBridge, model: QATModel, record: dict[str, Any]) -> nir.NIRGraph:
-    """bridge.graph with the trained weights (on Loihi's grid) and the pinned formats in its metadata."""
+    """bridge.graph with the trained weights (on Loihi's grid), the pinned formats and weight width in its
+    metadata."""
     graph = bridge.graph
     plan = bridge.spiking.plan
     for key, w in model.snn.deployed_weights().items():
@@ -198,6 +199,7 @@ def deployable_graph(bridge: HybridBridge, model: QATModel, record: dict[str, An
         node.weight = w
     graph.metadata = dict(graph.metadata or {})
     graph.metadata[PINNED_KEY] = json.dumps(model.fixed.frac_bits)
+    graph.metadata[WEIGHT_BITS_KEY] = int(bridge.spiking.weight_bits)
     graph.metadata["qat"] = json.dumps(record)
     return graph
 

@@ -13,7 +13,7 @@ import torch
 
 from respike_neuro.bridge import HybridBridge
 from respike_neuro.qat import QATConfig, QATModel, deployable_graph, finetune, main, write_nir_atomic
-from respike_neuro.sim.fixed_point import PINNED_KEY, pinned_frac_bits
+from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY, pinned_frac_bits, pinned_weight_bits
 
 _spec = importlib.util.spec_from_file_location("bridge_helpers", Path(__file__).parent / "test_bridge.py")
 _helpers = importlib.util.module_from_spec(_spec)
@@ -63,6 +63,7 @@ def test_finetuned_nir_pins_formats_and_holds_grid_weights(tuned):
     g = nir.read(str(out))
     frac = pinned_frac_bits(g.metadata)
     assert frac and all(isinstance(v, int) for v in frac.values())
+    assert pinned_weight_bits(g.metadata) == 8
     meta = json.loads(g.metadata["qat"])
     assert meta["best_epoch"] == record["best_epoch"] and len(meta["epochs"]) == 2
     assert {"val_top1", "val_agreement"} <= set(meta["epochs"][0])
@@ -119,6 +120,10 @@ def test_pinned_metadata_errors_are_named():
     assert pinned_frac_bits({PINNED_KEY: np.array(b'{"a": 3}')}) == {"a": 3}
     with pytest.raises(ValueError, match=PINNED_KEY):
         pinned_frac_bits({PINNED_KEY: "[1, 2]"})
+    assert pinned_weight_bits({}) is None and pinned_weight_bits({WEIGHT_BITS_KEY: np.int64(3)}) == 3
+    for bad in ("3", 9, 1, 2.5, True):
+        with pytest.raises(ValueError, match=WEIGHT_BITS_KEY):
+            pinned_weight_bits({WEIGHT_BITS_KEY: bad})
 
 
 def test_a_finetuned_graph_can_be_finetuned_further(ckpt, tuned, tmp_path):
@@ -146,6 +151,10 @@ def test_narrow_weights_stay_on_their_grid(ckpt, tmp_path):
             w = np.asarray(n.weight, dtype=np.float64)
             m = w / 2.0 ** np.ceil(np.log2(np.abs(w).max() / 4.0))
             assert np.array_equal(m, np.rint(m)) and np.abs(m).max() <= 4
-    with HybridBridge(ckpt, out, mode="fixed", backend="torch", weight_bits=3) as br:  # deployed at 3 bits
+    assert pinned_weight_bits(nir.read(str(out)).metadata) == 3
+    with HybridBridge(ckpt, out, mode="fixed", backend="torch") as br:  # deployed at its own 3 bits
         t = br.resources.totals
+        assert br.spiking.weight_bits == 3 and all(q.bits == 3 for q in br.spiking.fixed.convs.values())
         assert br.resources.limits.weight_bits == 3 and t["weight_bits_shared"] == 3 * t["stored_weights"] > 0
+    with HybridBridge(ckpt, out, mode="fixed", backend="torch", weight_bits=8) as br:  # unless told otherwise
+        assert br.spiking.weight_bits == 8 and br.resources.limits.weight_bits == 8

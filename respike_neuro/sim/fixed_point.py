@@ -72,6 +72,7 @@ class FixedPointPlan:
 
 
 PINNED_KEY = "fixed_point_frac_bits"  # NIR metadata: JSON {stream: f} of a quantisation-aware model
+WEIGHT_BITS_KEY = "fixed_point_weight_bits"  # NIR metadata: the mantissa width it was trained for
 
 
 def pinned_frac_bits(metadata: dict | None) -> dict[str, int] | None:
@@ -86,6 +87,21 @@ def pinned_frac_bits(metadata: dict | None) -> dict[str, int] | None:
         return {str(k): int(f) for k, f in pinned.items()}
     except (TypeError, ValueError) as err:
         raise PlanError(f"graph metadata {PINNED_KEY!r} is not a JSON object of ints ({err})") from None
+
+
+def pinned_weight_bits(metadata: dict | None) -> int | None:
+    """The weight mantissa width a NIR graph was fine-tuned for (respike_neuro/qat.py), or None."""
+    v = meta_value(metadata or {}, WEIGHT_BITS_KEY)
+    if v is None:
+        return None
+    try:
+        bits = int(v)
+    except (TypeError, ValueError):
+        bits = 0
+    if isinstance(v, bool) or bits != v or not 2 <= bits <= qz.MAX_WEIGHT_BITS:
+        raise PlanError(f"graph metadata {WEIGHT_BITS_KEY!r} must be an int in [2, {qz.MAX_WEIGHT_BITS}], "
+                        f"got {v!r}")
+    return bits
 
 
 class _UF:

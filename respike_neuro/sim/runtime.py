@@ -37,6 +37,7 @@ import numpy as np
 from respike_neuro.sim.kernels import from_lava, to_lava
 from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
+from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 
 HostFn = Callable[[int, int, np.ndarray], np.ndarray]
 BACKENDS = ("cpu", "loihi2", "emulator")
@@ -108,6 +109,8 @@ class LavaSpikingBranch:
     calibration: for mode="fixed", {port: (T', C, H, W)} inputs for the float run that measures
     activation ranges (default: N(0,1) inputs, seeded). Unused when the graph's metadata pins the
     formats (a quantisation-aware fine-tuned model, respike_neuro/qat.py).
+    weight_bits: fixed mode: weight mantissa bits (default: the width such a graph was fine-tuned for,
+    else 8 = Loihi 2's synapse width; up to 16 on the emulator backend, for diagnosis).
     """
 
     def __init__(
@@ -124,7 +127,7 @@ class LavaSpikingBranch:
         calibration: dict[str, np.ndarray] | None = None,
         step_timeout: float = 60.0,
         sparse_threshold: float = 0.1,
-        weight_bits: int = 8,
+        weight_bits: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -148,13 +151,18 @@ class LavaSpikingBranch:
         self.mode, self.backend, self.fast_models = mode, backend, fast_models
         self.step_timeout = float(step_timeout)
         self.fixed = None
+        self.weight_bits = MAX_WEIGHT_BITS
         if mode == "fixed":
-            from respike_neuro.sim.fixed_point import pinned_frac_bits, plan_fixed_point
+            from respike_neuro.sim.fixed_point import pinned_frac_bits, pinned_weight_bits, plan_fixed_point
 
-            pinned = pinned_frac_bits(self.plan.metadata)  # a quantisation-aware model: formats are its own
+            # a quantisation-aware model: formats (and unless overridden, weight width) are its own
+            pinned = pinned_frac_bits(self.plan.metadata)
+            if weight_bits is None:
+                weight_bits = pinned_weight_bits(self.plan.metadata) or MAX_WEIGHT_BITS
+            self.weight_bits = int(weight_bits)
             self.fixed = plan_fixed_point(
                 self.plan, self.timesteps, calibration=None if pinned else calibration,
-                weight_bits=weight_bits, frac_bits=pinned,
+                weight_bits=self.weight_bits, frac_bits=pinned,
             )
         self.net = None if backend == "emulator" else build_network(
             self.plan,
