@@ -9,7 +9,8 @@ as reproducible as its calibration data. Here the spiking branch is trained *in*
 clips: that limit is the float model's own stability (README, rung 5).
 
 The forward pass is the torch emulator's integer arithmetic (respike_neuro/torch_emulator.py, bit-exact
-with Lava's fixed-point models: weight mantissas of --weight-bits, 8 by default; 24-bit graded payloads;
+with Lava's fixed-point models: weight mantissas of --weight-bits (default: the input NIR's own width if
+it is a fine-tuned one, else 8); 24-bit graded payloads;
 Lava's bit-accurate LIF); the backward pass goes straight through the roundings and uses the training
 neuron's ATan surrogate at the spikes. The formats (fractional bits of every stream) come from the usual
 calibration once and are then pinned.
@@ -34,7 +35,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ class QATConfig:
     clips_per_epoch: int = 960
     val_clips: int | None = None  # None: the whole validation split (model selection)
     calibration_clips: int = 8  # validation clips that set the formats (as evaluate --deploy fixed)
-    weight_bits: int = 8  # weight mantissa bits (Loihi 2 synapses hold 1-8); the trained values keep to it
+    # weight mantissa bits (Loihi 2 synapses hold 1-8); the trained values keep to it. None: a fine-tuned
+    # input NIR's own width, else 8
+    weight_bits: int | None = None
     loss: str = "distill"  # "distill": KL to the float model's logits; "ce": the labels
     seed: int = 0
     threads: int = 0  # 0: torch's default
@@ -81,7 +84,8 @@ class QATConfig:
             (self.val_clips is None or self.val_clips >= 1, f"val_clips must be >= 1, got {self.val_clips}"),
             (self.calibration_clips >= 1, f"calibration_clips must be >= 1, got {self.calibration_clips}"),
             (self.loss in ("distill", "ce"), f"loss must be 'distill' or 'ce', got {self.loss!r}"),
-            (2 <= self.weight_bits <= 8, f"weight_bits must be in [2, 8], got {self.weight_bits}"),
+            (self.weight_bits is None or 2 <= self.weight_bits <= 8,
+             f"weight_bits must be in [2, 8], got {self.weight_bits}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -264,6 +268,7 @@ def finetune(
     bridge = HybridBridge(checkpoint, nir_path, mode="fixed", backend="torch", device=device,
                           calibration=val_x[torch.as_tensor(idx)], weight_bits=cfg.weight_bits)
     with bridge:  # backend torch starts no Lava process; closed on any error all the same
+        cfg = replace(cfg, weight_bits=bridge.spiking.weight_bits)  # the width resolved, for the record
         if bridge.pinned_formats:
             log(f"{nir_path}: formats already pinned (a fine-tuned graph): fine-tuning it further")
         model = QATModel(bridge, alpha=mcfg.surrogate_alpha)
@@ -333,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--val-clips", type=int, default=None, help="validation clips for model selection (all)")
     p.add_argument("--calibration-clips", type=int, default=d.calibration_clips)
     p.add_argument("--weight-bits", type=int, default=d.weight_bits,
-                   help="weight mantissa bits, 2-8 (default 8, Loihi 2's widest)")
+                   help="weight mantissa bits, 2-8 (default: a fine-tuned NIR's own width, else 8)")
     p.add_argument("--loss", choices=("distill", "ce"), default=d.loss,
                    help="distill: KL to the float model's predictions (default); ce: the labels")
     p.add_argument("--seed", type=int, default=d.seed)

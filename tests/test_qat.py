@@ -158,3 +158,7 @@ def test_narrow_weights_stay_on_their_grid(ckpt, tmp_path):
         assert br.resources.limits.weight_bits == 3 and t["weight_bits_shared"] == 3 * t["stored_weights"] > 0
     with HybridBridge(ckpt, out, mode="fixed", backend="torch", weight_bits=8) as br:  # unless told otherwise
         assert br.spiking.weight_bits == 8 and br.resources.limits.weight_bits == 8
+    again = tmp_path / "w3_again.nir"  # fine-tuning it further keeps its width by default
+    more = finetune(ckpt, again, nir_path=out, cfg=QATConfig(**{**SMALL.__dict__, "epochs": 0}),
+                    progress=False, log=lambda *_: None)
+    assert more["config"]["weight_bits"] == 3 and pinned_weight_bits(nir.read(str(again)).metadata) == 3
