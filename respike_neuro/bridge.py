@@ -182,6 +182,8 @@ class HybridBridge:
     (default: `calibration_clips` built-in synthetic training clips; 0 = Lava's N(0,1) default).
     weight_bits: fixed mode: weight mantissa bits (default: the width a fine-tuned NIR pins, else 8 =
     Loihi 2; up to 16 on the emulator backend, for diagnosis).
+    record_spikes: bring every LIF layer's spikes back from Lava (one Extractor process each); False
+    when only logits are wanted (evaluation): ~15 % faster for the default model.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class HybridBridge:
         calibration_clips: int = 8,
         step_timeout: float = 60.0,
         weight_bits: int | None = None,
+        record_spikes: bool = True,
     ) -> None:
         if mode not in ("float", "fixed"):
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
@@ -241,6 +244,7 @@ class HybridBridge:
             calibration=cal,
             step_timeout=step_timeout,
             weight_bits=weight_bits,
+            record_spikes=record_spikes,
         )
         self._check_plan_ports()
         # weight memory at the deployed mantissa width (wider than 8 bits is an emulator-only diagnostic)

@@ -352,8 +352,9 @@ def _evaluate_deployed(args, data, model, dataset, class_names, predict_kw) -> d
         idx = np.unique(np.linspace(0, len(val) - 1, n).round().astype(int))  # spread over the classes
         cal = torch.stack([torch.as_tensor(val[int(i)][0]) for i in idx])
         cal_desc = f"{len(idx)} clips of the {data.dataset} validation split"
-    bridge = HybridBridge(
-        args.checkpoint, args.nir, mode=args.deploy, backend=args.backend, calibration=cal
+    bridge = HybridBridge(  # logits only: no spike recorders in Lava
+        args.checkpoint, args.nir, mode=args.deploy, backend=args.backend, calibration=cal,
+        record_spikes=False,
     )
     with bridge:
         t0 = time.perf_counter()

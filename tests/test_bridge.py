@@ -139,6 +139,15 @@ def test_fixed_point_lava_agrees_with_pytorch(ckpt):
     for k in res[0].spikes:
         same = np.mean([np.mean(r.spikes[k] == ref["spikes"][k]) for r, ref in zip(res, refs, strict=True)])
         assert same > (0.98 if k.startswith("layer1.") else 0.75), (k, same)
+    # logits only (evaluation): no spike recorders in Lava, the same integers
+    cal = br.spiking.fixed.frac_bits
+    with HybridBridge(ckpt, mode="fixed", calibration_clips=4, record_spikes=False) as lean:
+        assert lean.spiking.fixed.frac_bits == cal
+        again = lean.run_clips(clips)
+    assert again[0].spikes == {} and again[0].quantization["bit_exact_with_emulator"]
+    assert again[0].timings["lava_processes"] == res[0].timings["lava_processes"] - len(res[0].spikes)
+    for a, r in zip(again, res, strict=True):  # the host's float64 may differ in the last bit between runs
+        np.testing.assert_allclose(a.logits, r.logits, rtol=0, atol=1e-12)
 
 
 def test_nir_must_belong_to_the_checkpoint(ckpt, tmp_path, children):
