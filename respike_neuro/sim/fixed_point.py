@@ -64,9 +64,11 @@ class FixedPointPlan:
                 f"max|err| {q.max_abs_error:.2e}"
             )
         for k, q in self.lifs.items():
+            p = q.params  # the threshold register's resolution is the input current's: theta moves
             lines.append(
                 f"  {k:32s} a_in f={self.frac_bits[k + '#in']:d} vth={q.vth} dv={q.dv} "
-                f"beta_eff={q.params['beta_effective']:.4f}"
+                f"beta_eff={p['beta_effective']:.4f} theta_eff={p['theta_effective']:.6g} "
+                f"({(p['theta_effective'] - p['theta']) / p['theta']:+.1e})"
             )
         return "\n".join(lines)
 

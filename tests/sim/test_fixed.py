@@ -45,6 +45,11 @@ def test_formats_respect_loihi2_widths_and_saturation_is_counted():
         assert np.abs(q.mantissa).max() <= 128 and q.mantissa.dtype.kind == "i", k
     for k, q in fx.lifs.items():
         assert 0 < q.vth < 2**17 and q.dv == 3072 and q.du == 4095, k
+        # 4/3 is not a multiple of the threshold register's step: the deployed threshold moves, and says so
+        p = q.params
+        moved = (p["theta_effective"] - p["theta"]) / p["theta"]
+        assert 0 < abs(moved) <= 0.5 / (q.vth - 0.5), k
+        assert f"theta_eff={p['theta_effective']:.6g} ({moved:+.1e})" in fx.summary(), k
         assert np.abs(q.bias_mant).max() < 2**12 and 0 <= q.bias_exp.min() and q.bias_exp.max() <= 7
     # calibrate on tiny inputs, then drive 1000x harder: the emulator must report saturation
     small = plan_fixed_point(plan, T, calibration={"residual_in": np.full((T, 3, 8, 8), 1e-3)})
