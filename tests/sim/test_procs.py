@@ -70,3 +70,10 @@ def test_fast_float_lif_is_bit_identical_to_lavas(rng, children, du):
         np.testing.assert_array_equal(f, s, err_msg=name)
     assert 0.05 < stock[0].mean() < 0.95
     assert children() == []
+
+
+def test_fast_models_keep_the_stock_models_tags():
+    """Selectable by Lava's own tags (a run config's select_tag), plus 'respike_fast', each tag once."""
+    assert FastLifResetModelFloat.tags == ["floating_pt", "respike_fast"]
+    assert FastLifResetModelBitAcc.tags == ["bit_accurate_loihi", "fixed_pt", "respike_fast"]
+    assert PyLifResetModelBitAcc.tags == ["bit_accurate_loihi", "fixed_pt"]  # the stock model untouched

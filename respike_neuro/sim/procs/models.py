@@ -204,7 +204,7 @@ class FastConvModelFixed(_AbstractFastConv):
 
 @implements(proc=LIFReset, protocol=LoihiProtocol)
 @requires(CPU)
-@tag("floating_pt", "respike_fast")
+@tag("respike_fast")  # added to the stock model's tags (Lava's tag decorator extends a parent's)
 class FastLifResetModelFloat(PyLifResetModelFloat):
     """Lava's float LIFReset arithmetic, the same IEEE operations in the same order, done in place: the
     stock model allocates four state-sized temporaries per step, which at ResNet stage sizes costs more
@@ -234,7 +234,7 @@ def _decay_toward_zero(x: np.ndarray, keep: int) -> np.ndarray:
 
 @implements(proc=LIFReset, protocol=LoihiProtocol)
 @requires(CPU)
-@tag("fixed_pt", "respike_fast")
+@tag("respike_fast")
 class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
     """Bit-identical to Lava's PyLifResetModelBitAcc with a third of its state-sized passes: the decays
     are one exact float64 multiply and truncation each (not int64 sign/abs/shift), a fully decaying
