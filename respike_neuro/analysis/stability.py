@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from respike_neuro.analysis.spike_rates import lif_layers
+
 
 def perturbed_agreement(
     model: torch.nn.Module, clips: torch.Tensor, *, bits: int, draws: int, seed: int = 0, batch: int = 16
@@ -48,11 +50,7 @@ def threshold_agreement(
     """The fraction of `clips` whose top-1 stays that of `model` when every LIF layer named in
     `thresholds` (NIR names, layer{i}.{j}.lif{k}) fires at the given threshold instead, everything else
     unchanged: e.g. a fixed-point plan's effective thresholds vth / input_scale. Thresholds are restored."""
-    if model.snn is None:
-        raise ValueError("the model has no spiking branch")
-    lifs = {f"layer{i}.{j}.{k}": getattr(block, k)
-            for i, stage in enumerate(model.snn.stages, start=1) for j, block in enumerate(stage)
-            for k in ("lif1", "lif2")}
+    lifs = lif_layers(model)
     unknown = sorted(set(thresholds) - set(lifs))
     if unknown:
         raise ValueError(f"no LIF layer named {unknown[0]!r} (known: {sorted(lifs)[:3]} ...)")

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from respike_neuro.analysis.spike_rates import lif_layers
 from respike_neuro.analysis.stability import perturbed_agreement, threshold_agreement
 from respike_neuro.checkpoint import load_model
 
@@ -34,9 +35,8 @@ def test_threshold_agreement_moves_only_thresholds_and_restores_them(tmp_path):
     lif = model.snn.stages[0][0].lif1
     theta = lif.threshold
     assert threshold_agreement(model, clips, {"layer1.0.lif1": theta}) == 1.0  # unchanged: all agree
-    names = [f"layer{i}.{j}.lif{k}" for i, st in enumerate(model.snn.stages, 1) for j in range(len(st))
-             for k in (1, 2)]
-    assert threshold_agreement(model, clips, {n: 100.0 for n in names}) < 1.0  # a silent SNN changes some
+    silent = {n: 100.0 for n in lif_layers(model)}
+    assert threshold_agreement(model, clips, silent) < 1.0  # a silent SNN changes some decisions
     assert lif.threshold == theta
     with pytest.raises(ValueError, match="no LIF layer named 'layer9.0.lif1'"):
         threshold_agreement(model, clips, {"layer9.0.lif1": 1.0})
