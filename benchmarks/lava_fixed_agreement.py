@@ -71,7 +71,7 @@ def measure(
 
     from respike_neuro.analysis.stability import perturbed_agreement, threshold_agreement
     from respike_neuro.bridge import HybridBridge
-    from respike_neuro.data.synthetic import SyntheticActions
+    from respike_neuro.data.synthetic import SyntheticActions, trained_distribution
 
     if clips < 1 or batch < 1 or floor_draws < 0:
         raise ValueError(f"--clips and --batch must be >= 1 and --floor-draws >= 0, got {clips}, {batch}, "
@@ -88,13 +88,13 @@ def measure(
     setup_s = time.perf_counter() - t0
     with br:
         cfg = br.cfg
-        seed = (br.state.get("train_config") or {}).get("data", {}).get("seed", 0)
         ds = SyntheticActions(
             split="test",
             num_clips=clips,
             frames=cfg.frames,
             resolution=cfg.resolution,
-            seed=seed if isinstance(seed, int) else 0,
+            stride=cfg.stride,
+            **trained_distribution(br.state.get("train_config")),
         )
         same = correct_lava = correct_torch = 0
         flips: dict[str, int] = {}

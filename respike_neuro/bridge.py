@@ -350,12 +350,11 @@ class HybridBridge:
         if clips is None:
             if n <= 0:
                 return None
-            from respike_neuro.data.synthetic import SyntheticActions
+            from respike_neuro.data.synthetic import SyntheticActions, trained_distribution
 
-            data = dict((self.state.get("train_config") or {}).get("data") or {})
-            seed = int(data.get("seed", 0)) if str(data.get("seed", 0)).isdigit() else 0
             ds = SyntheticActions(
-                split="train", num_clips=n, frames=self.cfg.frames, resolution=self.cfg.resolution, seed=seed
+                split="train", num_clips=n, frames=self.cfg.frames, resolution=self.cfg.resolution,
+                stride=self.cfg.stride, **trained_distribution(self.state.get("train_config")),
             )
             clips = torch.stack([ds[i][0] for i in range(n)])
         clips = self._as_clips(clips, "calibration")

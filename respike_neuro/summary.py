@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     rates.add_argument("--split", default="val", help="synthetic split (train, val, test; default val)")
     rates.add_argument("--clips", type=int, default=8, help="clips to measure on (default 8)")
     rates.add_argument("--batch-size", type=int, default=2)
-    rates.add_argument("--seed", type=int, default=0)
+    rates.add_argument("--seed", type=int, default=None, help="data seed (default: the checkpoint's)")
     energy = p.add_argument_group("energy (45 nm, pJ per operation)")
     energy.add_argument("--e-mac", type=float, default=4.6, help="pJ per real multiply-accumulate (4.6)")
     energy.add_argument("--e-ac", type=float, default=0.9, help="pJ per add / synaptic op (0.9)")
@@ -191,7 +191,7 @@ def measure(cfg: ModelConfig, ckpt: dict[str, Any], args: argparse.Namespace) ->
     from torch.utils.data import DataLoader
 
     from respike_neuro.analysis.spike_rates import measure_spike_rates
-    from respike_neuro.data.synthetic import SyntheticActions
+    from respike_neuro.data.synthetic import SyntheticActions, trained_distribution
     from respike_neuro.models.hybrid import build_model
 
     if args.data != "synthetic":
@@ -213,19 +213,24 @@ def measure(cfg: ModelConfig, ckpt: dict[str, Any], args: argparse.Namespace) ->
         raise CardError(
             f"--checkpoint {args.checkpoint}: weights do not fit its model config ({first})"
         ) from e
+    distribution = trained_distribution(ckpt.get("train_config"))
+    if args.seed is not None:
+        distribution["seed"] = args.seed
     try:
         data = SyntheticActions(
             split=args.split,
             num_clips=args.clips,
             frames=cfg.frames,
             resolution=cfg.resolution,
-            seed=args.seed,
+            stride=cfg.stride,
+            **distribution,
         )
     except (ValueError, TypeError) as e:
         raise CardError(f"synthetic data: {e}") from e
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=0)
     rates = measure_spike_rates(model, loader, progress=sys.stderr.isatty())
-    return rates, f"MEASURED on {args.clips} synthetic {args.split} clips (seed {args.seed})"
+    seed = distribution.get("seed", 0)
+    return rates, f"MEASURED on {args.clips} synthetic {args.split} clips (seed {seed})"
 
 
 # -- the card ------------------------------------------------------------------------------------

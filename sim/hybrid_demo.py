@@ -71,19 +71,18 @@ def load_video(path: Path, frames: int, resolution: int):
 
 
 def builtin_clip(bridge, index: int):
-    from respike_neuro.data.synthetic import SyntheticActions
+    from respike_neuro.data.synthetic import SyntheticActions, trained_distribution
 
     if index < 0:
         raise DemoError(f"--index must be >= 0, got {index}")
     cfg = bridge.cfg
-    data = dict((bridge.state.get("train_config") or {}).get("data") or {})
-    seed = data.get("seed", 0)
     ds = SyntheticActions(
         split="test",
         num_clips=index + 1,
         frames=cfg.frames,
         resolution=cfg.resolution,
-        seed=seed if isinstance(seed, int) and seed >= 0 else 0,
+        stride=cfg.stride,
+        **trained_distribution(bridge.state.get("train_config")),
     )
     clip, label = ds[index]
     return clip, label, f"built-in synthetic test clip {index}"

@@ -37,7 +37,7 @@ from respike_neuro.config import ModelConfig, small
 CHECKPOINT_ENV = "RESPIKE_CHECKPOINT"
 CACHE_ENV = "RESPIKE_CACHE_DIR"
 FIGURES_ENV = "RESPIKE_FIGURES"
-CACHE_VERSION = 1  # bump when the recipe below changes meaning
+CACHE_VERSION = 2  # bump when the recipe below changes meaning (2: bright actors, 2026-11-28)
 
 SCENES = ("pool", "court")
 MOTIONS = ("left", "right")
@@ -144,6 +144,7 @@ def notebook_model(stride: int = 4, *, quiet: bool = True) -> NotebookModel:
 
 def _from_checkpoint(path: Path, stride: int) -> NotebookModel:
     from respike_neuro.checkpoint import load_model
+    from respike_neuro.data.synthetic import trained_distribution
 
     if not path.is_file():
         raise FileNotFoundError(f"{CHECKPOINT_ENV}={path}: no such checkpoint file")
@@ -163,9 +164,8 @@ def _from_checkpoint(path: Path, stride: int) -> NotebookModel:
             f"{CHECKPOINT_ENV}={path} was trained on {data_cfg.get('dataset')!r}; the notebooks evaluate on "
             "the built-in synthetic data only"
         )
-    options = dict(data_cfg.get("options") or {})
-    data = dict(frames=trained_cfg.frames, resolution=trained_cfg.resolution,
-                seed=int(data_cfg.get("seed", 0)), stride=stride, **options)
+    data = dict(frames=trained_cfg.frames, resolution=trained_cfg.resolution, stride=stride,
+                **trained_distribution(state.get("train_config")))
     source = f"{CHECKPOINT_ENV}={path} (trained at s={trained_cfg.stride})"
     if stride != trained_cfg.stride:
         cfg = trained_cfg.replace(stride=stride)

@@ -125,6 +125,43 @@ def test_actor_moves_visibly_in_its_direction_and_stays_in_frame(motion, axis, s
         assert xy.min() > 0 and xy.max() < 64
 
 
+def _leading_minus_trailing(ds: SyntheticActions, i: int) -> float:
+    """x of the residual's bright (positive channel sum) mass minus x of its dark mass, last frame vs key."""
+    s = ds.sample(i)
+    lum = (s.raw[-1] - s.raw[0]).sum(axis=0)
+    x = np.arange(lum.shape[1]) + 0.5
+    bright, dark = np.clip(lum, 0, None), np.clip(-lum, 0, None)
+    return float((bright.sum(0) @ x) / bright.sum() - (dark.sum(0) @ x) / dark.sum())
+
+
+def test_bright_actors_make_a_single_residual_show_the_direction():
+    """The leading edge of a bright actor is the residual's bright side; with a random polarity it is
+    the dark side half of the time, so one residual frame cannot tell (a, right) from (-a, left)."""
+    kw = dict(num_clips=24, frames=4, stride=4, motions=("right",), scenes=("court",), distractors=0,
+              noise=0.0)
+    bright, random = SyntheticActions(**kw), SyntheticActions(actor_polarity="random", **kw)
+    assert all(_leading_minus_trailing(bright, i) > 2 for i in range(24))
+    flipped = [_leading_minus_trailing(random, i) < 0 for i in range(24)]
+    assert 4 <= sum(flipped) <= 20
+    for i in range(24):
+        a, b = bright.sample(i), random.sample(i)
+        assert a.actor_offset.sum() > 0
+        assert np.array_equal(a.actor_offset, b.actor_offset) != flipped[i]  # the same draw, flipped or not
+        assert np.array_equal(a.actor_xy, b.actor_xy) and np.array_equal(a.scene, b.scene)
+
+
+def test_trained_distribution_reads_the_checkpoints_data_record():
+    from respike_neuro.data.synthetic import trained_distribution
+
+    record = {"data": {"dataset": "synthetic", "seed": 3, "train_clips": 4800,
+                       "options": {"actor_polarity": "random", "distractors": 1}}}
+    assert trained_distribution(record) == {"seed": 3, "actor_polarity": "random", "distractors": 1}
+    assert trained_distribution({"data": {"dataset": "ucf101", "seed": 3}}) == {}
+    assert trained_distribution(None) == {} and trained_distribution({}) == {}
+    ds = SyntheticActions(num_clips=2, **trained_distribution(record))
+    assert (ds.seed, ds.actor_polarity, ds.distractors) == (3, "random", 1)
+
+
 @pytest.mark.parametrize("motion,turn", [("clockwise", 1), ("counterclockwise", -1)])
 def test_orbits_turn_the_right_way(motion, turn):
     ds = SyntheticActions(num_clips=10, motions=(motion,), scenes=("tiles",))
@@ -182,6 +219,7 @@ def test_generation_is_fast_enough():
         (dict(scenes=("pool", "pool")), "duplicates"),
         (dict(noise=-0.1), "noise must be"),
         (dict(distractors=-1), "distractors must be >= 0"),
+        (dict(actor_polarity="dark"), "actor_polarity must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):
