@@ -233,7 +233,7 @@ def trained_distribution(train_config: dict | None) -> dict:
     """The SyntheticActions keywords (seed, generator options) of the built-in data a checkpoint was trained
     on, from its recorded train_config, so the demo, calibration and validation clips of that model come
     from its own distribution. {} (the defaults) when it was trained on another dataset or has no record."""
-    data = (train_config or {}).get("data") if isinstance(train_config, dict) else None
+    data = train_config.get("data") if isinstance(train_config, dict) else None
     if not isinstance(data, dict) or str(data.get("dataset", "synthetic")).lower() != "synthetic":
         return {}
     values = {"seed": data.get("seed", 0), **(data.get("options") or {})}
