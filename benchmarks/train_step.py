@@ -22,6 +22,7 @@ import torch
 
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames
+from respike_neuro.models.neuron import membrane_alpha
 
 
 def per_timestep_logits(model: ReSpike, clip: torch.Tensor) -> torch.Tensor:
@@ -36,7 +37,7 @@ def per_timestep_logits(model: ReSpike, clip: torch.Tensor) -> torch.Tensor:
     def lif(module, x):  # one timestep of a neuron, gradient through the ATan surrogate
         v = state.get(id(module), torch.zeros_like(x))
         v = module.beta * v + x
-        spikes = _SpikeFn.apply(v - module.threshold, module.alpha)
+        spikes = _SpikeFn.apply(v - module.threshold, membrane_alpha(module.alpha, module.beta))
         state[id(module)] = v * (1 - spikes.detach())
         return spikes
 
@@ -78,6 +79,8 @@ def main() -> None:
     p.add_argument("--ann", default="resnet18")
     p.add_argument("--snn-width", type=int, default=64)
     p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
+    p.add_argument("--snn-bn-stats", default="per_timestep", choices=["per_timestep", "folded"],
+                   help="SNN BatchNorm training statistics (per_timestep: the authors')")
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
     p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
@@ -99,6 +102,7 @@ def main() -> None:
         ann=args.ann,
         snn_width=args.snn_width,
         lif_backend=args.lif_backend,
+        snn_bn_stats=args.snn_bn_stats,
     )
     device = torch.device(args.device)
     model = ReSpike(cfg).to(device).train()
@@ -144,7 +148,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        mode = f"time folded, LIF {args.lif_backend}"
+        mode = f"time folded, LIF {args.lif_backend}, BN statistics {args.snn_bn_stats}"
         if args.per_timestep:
             mode = "per-timestep (authors' order)"
         print(

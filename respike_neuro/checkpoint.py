@@ -76,34 +76,58 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a checkpoint; every failure is a CheckpointError naming the file and why."""
+AUTHORS_PREFIXES = ("ann_layer0.", "snn_backbone.")
+
+
+def is_authors_state_dict(state: Any) -> bool:
+    """A bare state_dict as the authors' ReSpike scripts save it (possibly with DataParallel's prefix)."""
+    return (
+        isinstance(state, dict)
+        and bool(state)
+        and all(isinstance(k, str) for k in state)
+        and any(k.removeprefix("module.").startswith(AUTHORS_PREFIXES) for k in state)
+    )
+
+
+def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """torch.load(weights_only=True) whose every failure is a CheckpointError naming the file and why."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a file")
+        raise CheckpointError(f"{what} {path} is not a file")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
         raise CheckpointError(
-            f"checkpoint {path} is not a readable torch file (truncated or corrupt? "
+            f"{what} {path} is not a readable torch file (truncated or corrupt? "
             f"{path.stat().st_size} bytes, no zip directory)"
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {path} holds objects that weights_only loading refuses (pickled code?): "
+            f"{what} {path} holds objects that weights_only loading refuses (pickled code?): "
             f"{str(err).splitlines()[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
-            f"checkpoint {path} is not a readable torch file (truncated or corrupt?): "
+            f"{what} {path} is not a readable torch file (truncated or corrupt?): "
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from None
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint; every failure is a CheckpointError naming the file and why."""
+    path = Path(path)
+    state = read_torch_file(path, map_location=map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
+        if is_authors_state_dict(state):
+            raise CheckpointError(
+                f"{path} is a state_dict saved by the authors' ReSpike code; convert it first: "
+                f"python -m respike_neuro.import_authors {path} -o OUT.pt"
+            )
         raise CheckpointError(
             f"checkpoint {path} lacks key(s) {missing} (not written by respike_neuro.train?)"
         )

@@ -39,10 +39,11 @@ class ModelConfig:
     snn_blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
     beta: float = 0.25
     threshold: float = 4.0 / 3.0
-    surrogate_alpha: float = 2.0
+    surrogate_alpha: float = 2.0  # ATan sharpness in the authors' (spikingjelly) units, models/neuron.py
     fusion_pool: tuple[int, int, int, int] = (4, 2, 1, 1)
     attention_head_dim: int = 32
     lif_backend: str = "fused"
+    snn_bn_stats: str = "per_timestep"  # SNN BatchNorm training statistics, models/batchnorm.py
 
     def __post_init__(self) -> None:
         for name in ("snn_blocks", "fusion_pool"):
@@ -52,6 +53,7 @@ class ModelConfig:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("inputs", self.inputs, INPUTS)
         _check_choice("lif_backend", self.lif_backend, ("fused", "snntorch"))
+        _check_choice("snn_bn_stats", self.snn_bn_stats, ("per_timestep", "folded"))
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.stride < 1:

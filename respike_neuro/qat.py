@@ -51,6 +51,7 @@ from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 from respike_neuro.cli import guarded
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import branch_frames
+from respike_neuro.models.neuron import membrane_alpha
 from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY
 from respike_neuro.torch_emulator import TorchPlanEmulator
 
@@ -271,7 +272,7 @@ def finetune(
         cfg = replace(cfg, weight_bits=bridge.spiking.weight_bits)  # the width resolved, for the record
         if bridge.pinned_formats:
             log(f"{nir_path}: formats already pinned (a fine-tuned graph): fine-tuning it further")
-        model = QATModel(bridge, alpha=mcfg.surrogate_alpha)
+        model = QATModel(bridge, alpha=membrane_alpha(mcfg.surrogate_alpha, mcfg.beta))
         log(f"QAT: {len(model.snn.params)} conv layers, {sum(p.numel() for p in model.snn.params.values())} "
             f"weights; {cfg.clips_per_epoch} training clips per epoch, {len(val_x)} validation clips; {cfg}")
         with torch.no_grad():  # the float model's top-1: the agreement reference

@@ -82,7 +82,7 @@ class TorchPlanEmulator:
     ) -> None:
         self.plan, self.timesteps, self.fixed = plan, int(timesteps), fixed
         self.device = torch.device(device)
-        self.alpha = float(alpha)  # surrogate sharpness (trainable only)
+        self.alpha = float(alpha)  # surrogate sharpness on the membrane (neuron.membrane_alpha; trainable)
 
         def t(a: Any) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device)

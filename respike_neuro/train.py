@@ -220,10 +220,11 @@ MODEL_HELP = {
     "snn_blocks": "residual blocks per SNN stage, 4 entries",
     "beta": "LIF membrane decay (v <- beta v + I)",
     "threshold": "LIF firing threshold",
-    "surrogate_alpha": "ATan surrogate gradient sharpness",
+    "surrogate_alpha": "ATan surrogate sharpness in the authors' units (on the membrane scaled by 1-beta)",
     "fusion_pool": "per-stage average-pool factor before cross-attention, 4 entries",
     "attention_head_dim": "cross-attention head dimension",
     "lif_backend": "fused (this repo's LIF) or snntorch",
+    "snn_bn_stats": "SNN BatchNorm training statistics: per_timestep (the authors') or folded over time",
 }
 
 
@@ -607,6 +608,11 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
     if t.sync_bn and info.enabled:
         if device.type != "cuda":
             raise ConfigError("train.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
+        if cfg.model.has_snn and cfg.model.snn_bn_stats == "per_timestep":
+            raise ConfigError(
+                "train.sync_bn has no per-timestep form for the SNN's BatchNorm: set "
+                "model.snn_bn_stats: folded to use it, or train without sync_bn"
+            )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     bare = model

@@ -45,7 +45,9 @@ class ReSpike(nn.Module):
         )
         self.ann = ResNetStages(cfg.ann, weights=cfg.ann_weights) if cfg.has_ann else None
         self.snn = (
-            MSResNet(width=cfg.snn_width, blocks=cfg.snn_blocks, neuron=neuron) if cfg.has_snn else None
+            MSResNet(width=cfg.snn_width, blocks=cfg.snn_blocks, neuron=neuron, bn_stats=cfg.snn_bn_stats)
+            if cfg.has_snn
+            else None
         )
         self.fusions: nn.ModuleList | None = None
         if cfg.architecture == "hybrid" and cfg.attention:

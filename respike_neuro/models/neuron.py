@@ -4,8 +4,20 @@
     s[t] = H(v[t] - theta)               (spike if v > theta)
     v[t] <- v[t] * (1 - s[t])            (hard reset to 0 in the same step, reset detached)
 
-beta = 0.25, theta = 4/3 is the authors' spikingjelly neuron (v <- 0.25 v + 0.75 x, v >= 1).
-The backward pass uses the ATan surrogate  dS/dv = (alpha/2) / (1 + (pi/2 * alpha * (v - theta))^2).
+beta = 0.25, theta = 4/3 is the authors' spikingjelly neuron (v <- 0.25 v + 0.75 x, v >= 1). It
+spikes on v >= theta, we on v > theta, as NIR and Lava do: with real-valued inputs a tie has
+measure zero (0 flips in 12 M neuron-steps against the authors' code, float64).
+
+Surrogate gradient: spikingjelly's ATan(alpha) on ITS membrane. spikingjelly's LIFNode with
+tau = 1/(1 - beta) and decay_input scales the input, u = (1 - beta) * v, and its surrogate is
+dS/du = (alpha/2) / (1 + (pi/2 * alpha * (u - u_th))^2). In our unscaled membrane v that is
+
+    dS/dv = (a/2) / (1 + (pi/2 * a * (v - theta))^2),   a = (1 - beta) * alpha   (`membrane_alpha`)
+
+so `alpha` is given in the authors' units (their default alpha = 2 is a = 1.5 here) and the
+gradient is theirs, not merely the same shape (tests/models/test_neuron.py checks it against the
+closed form of their ATan and tests/models/test_authors_semantics.py against a spikingjelly-style
+step loop).
 
 Two interchangeable implementations over a whole (T, ...) sequence:
 - `lif_sequence` (default, "fused"): a hand-written autograd Function. It loops over T in the
@@ -35,8 +47,13 @@ def lif_step(
 
 
 def atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Derivative of the ATan surrogate at x = v - theta."""
+    """Derivative of the ATan surrogate at x = v - theta, alpha in membrane units (`membrane_alpha`)."""
     return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * x) ** 2)
+
+
+def membrane_alpha(alpha: float, beta: float) -> float:
+    """The authors' (spikingjelly) ATan sharpness `alpha` expressed on our unscaled membrane."""
+    return (1.0 - beta) * alpha
 
 
 class _LIFSequence(torch.autograd.Function):
@@ -44,7 +61,8 @@ class _LIFSequence(torch.autograd.Function):
 
     Forward:  h[t] = I[t] + beta * h[t-1] * (h[t-1] <= theta)
     Backward: g[t] = dL/ds[t] * surrogate(h[t] - theta) + beta * (h[t] <= theta) * g[t+1],  dL/dI[t] = g[t]
-    (the reset is detached, so a neuron that spiked passes no gradient to its own past).
+    (the reset is detached, so a neuron that spiked passes no gradient to its own past); the
+    surrogate's alpha here is already in membrane units.
     """
 
     @staticmethod
@@ -69,14 +87,17 @@ class _LIFSequence(torch.autograd.Function):
 
 
 def lif_sequence(current: torch.Tensor, *, beta: float, threshold: float, alpha: float = 2.0) -> torch.Tensor:
-    """Spikes (T, ...) for input currents (T, ...), state starting at zero."""
+    """Spikes (T, ...) for input currents (T, ...), state starting at zero; alpha in the authors' units."""
     if current.dim() < 1 or current.shape[0] < 1:
         raise ValueError(f"LIF input needs a leading time axis, got shape {tuple(current.shape)}")
-    return _LIFSequence.apply(current, beta, threshold, alpha)
+    return _LIFSequence.apply(current, beta, threshold, membrane_alpha(alpha, beta))
 
 
 class LIF(nn.Module):
-    """Multi-step LIF over a (T, ...) tensor with the project's fused implementation."""
+    """Multi-step LIF over a (T, ...) tensor with the project's fused implementation.
+
+    `alpha` is the ATan sharpness in the authors' (spikingjelly) units; see the module docstring.
+    """
 
     def __init__(self, *, beta: float, threshold: float, alpha: float = 2.0) -> None:
         super().__init__()
@@ -100,7 +121,7 @@ class SnnTorchLIF(LIF):
         self.leaky = snntorch.Leaky(
             beta=beta,
             threshold=threshold,
-            spike_grad=surrogate.atan(alpha=alpha),
+            spike_grad=surrogate.atan(alpha=membrane_alpha(alpha, beta)),
             reset_mechanism="zero",
             reset_delay=False,
             learn_beta=False,

@@ -1,8 +1,10 @@
 """SNN branch: the spiking MS-ResNet (membrane shortcut) of ReSpike.
 
-Tensors are time-major, (T, N, C, H, W). Convolutions and BatchNorm are stateless, so time is
-folded into the batch for them (one big conv instead of T small ones; BN statistics shared over
-time, as in the authors' code); only the LIF neurons step through time.
+Tensors are time-major, (T, N, C, H, W). Convolutions are stateless, so time is folded into the
+batch for them (one big conv instead of T small ones); only the LIF neurons step through time.
+BatchNorm in training takes its statistics per timestep, as the authors' per-timestep loop does
+(models/batchnorm.py; `bn_stats="folded"` pools them over time instead, a different network in
+train mode); in eval mode both use the running statistics.
 
 Block (MS-ResNet):  y = BN2(Conv2(LIF2(BN1(Conv1(LIF1(x)))))) + shortcut(x)
 The stream x is real-valued (the "membrane shortcut"); only conv inputs are spikes. The
@@ -18,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from respike_neuro.models.batchnorm import BN_STATS, batch_norm_per_timestep
 from respike_neuro.models.neuron import LIF
 
 NeuronFactory = Callable[[], LIF]
@@ -40,9 +43,27 @@ class ConvBN(nn.Sequential):
         )
 
 
+def conv_bn_sequence(unit: nn.Module, x: torch.Tensor, bn_stats: str) -> torch.Tensor:
+    """A ConvBN (or, after folding, a biased Conv2d) over (T, N, C, H, W).
+
+    In training with bn_stats="per_timestep" the BN normalises each timestep with its own batch
+    statistics; otherwise time is folded into the batch for the whole unit.
+    """
+    if bn_stats == "per_timestep" and isinstance(unit, ConvBN) and unit[1].training:
+        conv, bn = unit
+        t = x.shape[0]
+        return batch_norm_per_timestep(bn, conv(x.flatten(0, 1)).unflatten(0, (t, -1)))
+    return fold_time(unit, x)
+
+
 class MSBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, *, neuron: NeuronFactory) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, *, neuron: NeuronFactory, bn_stats: str = "per_timestep"
+    ) -> None:
         super().__init__()
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {list(BN_STATS)}, got {bn_stats!r}")
+        self.bn_stats = bn_stats
         self.lif1 = neuron()
         self.conv1 = ConvBN(c_in, c_out, 3, stride)
         self.lif2 = neuron()
@@ -53,9 +74,12 @@ class MSBlock(nn.Module):
             self.shortcut = nn.Sequential(pool, ConvBN(c_in, c_out, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = fold_time(self.conv1, self.lif1(x))
-        out = fold_time(self.conv2, self.lif2(out))
-        return out + (x if self.shortcut is None else fold_time(self.shortcut, x))
+        out = conv_bn_sequence(self.conv1, self.lif1(x), self.bn_stats)
+        out = conv_bn_sequence(self.conv2, self.lif2(out), self.bn_stats)
+        if self.shortcut is None:
+            return out + x
+        pool, unit = self.shortcut
+        return out + conv_bn_sequence(unit, fold_time(pool, x), self.bn_stats)
 
 
 class MSResNet(nn.Module):
@@ -68,21 +92,25 @@ class MSResNet(nn.Module):
         blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
         neuron: NeuronFactory,
         in_channels: int = 3,
+        bn_stats: str = "per_timestep",
     ) -> None:
         super().__init__()
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {list(BN_STATS)}, got {bn_stats!r}")
+        self.bn_stats = bn_stats
         self.channels = tuple(width * m for m in (1, 2, 4, 8))
         self.stem = ConvBN(in_channels, width, 3, stride=2)
         stages, c_in = [], width
         for c_out, n_blocks in zip(self.channels, blocks, strict=True):
-            layer = [MSBlock(c_in, c_out, 2, neuron=neuron)]
-            layer += [MSBlock(c_out, c_out, 1, neuron=neuron) for _ in range(n_blocks - 1)]
+            layer = [MSBlock(c_in, c_out, 2, neuron=neuron, bn_stats=bn_stats)]
+            layer += [MSBlock(c_out, c_out, 1, neuron=neuron, bn_stats=bn_stats) for _ in range(n_blocks - 1)]
             stages.append(nn.Sequential(*layer))
             c_in = c_out
         self.stages = nn.ModuleList(stages)
 
     def forward_stem(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, N, 3, H, W) real-valued frames -> (T, N, width, H/2, W/2)."""
-        return fold_time(self.stem, frames)
+        return conv_bn_sequence(self.stem, frames, self.bn_stats)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(frames)

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from respike_neuro.models.neuron import LIF, SnnTorchLIF, atan_surrogate, lif_step, make_lif
+from respike_neuro.models.neuron import (
+    LIF,
+    SnnTorchLIF,
+    atan_surrogate,
+    lif_step,
+    make_lif,
+    membrane_alpha,
+)
 
 BETA, THETA = 0.25, 4.0 / 3.0
 
@@ -43,32 +50,60 @@ def test_fused_matches_snntorch_spikes_and_stepwise_function():
     assert 0.05 < fused.mean() < 0.5  # the test exercises both spiking and silent neurons
 
 
-class _Heaviside(torch.autograd.Function):
+class _AuthorsATan(torch.autograd.Function):
+    """spikingjelly's surrogate.ATan(alpha=2): Heaviside forward, (a/2)/(1+(pi/2 a x)^2) backward."""
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return (x > 0).float()
+        return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * atan_surrogate(x, 2.0)
+        return grad * (2.0 / 2.0) / (1.0 + (math.pi / 2.0 * 2.0 * x) ** 2)
 
 
-def test_fused_gradient_equals_autograd_with_detached_reset():
+def _authors_lif(x: torch.Tensor) -> torch.Tensor:
+    """The authors' LIFNode(tau=4/3, v_th=1, v_reset=0, ATan, detach_reset=True) in their units."""
+    u, out = torch.zeros_like(x[0]), []
+    for t in range(x.shape[0]):
+        u = u + (x[t] - u) / (4.0 / 3.0)  # decay_input: u <- 0.25 u + 0.75 x
+        s = _AuthorsATan.apply(u - 1.0)
+        out.append(s)
+        u = u * (1 - s.detach())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("backend", ["fused", "snntorch"])
+def test_one_step_gradient_is_the_closed_form_of_the_authors_atan(backend):
+    # one timestep: dS/dx = d/dx ATan_2(0.75 x - 1) = 0.75 / (1 + (pi (0.75 x - 1))^2)
+    x = torch.linspace(-1.0, 3.0, 401, dtype=torch.float64).view(1, -1).requires_grad_()
+    neuron = make_lif(backend, beta=BETA, threshold=THETA, alpha=2.0).double()
+    (grad,) = torch.autograd.grad(neuron(x).sum(), x)
+    closed = 0.75 / (1.0 + (math.pi * (0.75 * x.detach() - 1.0)) ** 2)
+    # snnTorch keeps theta as a float32 buffer (4/3 rounded at 6e-8): hence its looser tolerance
+    tol = 1e-12 if backend == "fused" else 1e-6
+    torch.testing.assert_close(grad, closed, rtol=tol, atol=tol)
+    assert grad.max().item() == pytest.approx(0.75, rel=1e-3)  # at theta; alpha = 2 on h would peak at 1
+
+
+def test_fused_gradient_equals_the_authors_neuron_over_time():
     torch.manual_seed(1)
-    x = (torch.randn(5, 2, 3, 4, 4) * 1.5).requires_grad_()
-    weights = torch.randn(5, 2, 3, 4, 4)
-    v, ref = torch.zeros_like(x[0]), []
-    for t in range(5):
-        v = BETA * v + x[t]
-        s = _Heaviside.apply(v - THETA)
-        ref.append(s)
-        v = v * (1 - s.detach())
-    (g_ref,) = torch.autograd.grad((torch.stack(ref) * weights).sum(), x)
-    (g_ours,) = torch.autograd.grad((LIF(beta=BETA, threshold=THETA)(x) * weights).sum(), x)
-    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-6)
+    x = (torch.randn(5, 2, 3, 4, 4, dtype=torch.float64) * 1.5).requires_grad_()
+    weights = torch.randn(5, 2, 3, 4, 4, dtype=torch.float64)
+    ref = _authors_lif(x)
+    ours = LIF(beta=BETA, threshold=THETA, alpha=2.0)(x)
+    assert torch.equal(ours, ref)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), x)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-14)
     assert g_ours.abs().sum() > 0
+
+
+def test_membrane_alpha_is_the_authors_alpha_on_the_unscaled_membrane():
+    assert membrane_alpha(2.0, 0.25) == pytest.approx(1.5)
+    assert membrane_alpha(2.0, 0.0) == pytest.approx(2.0)  # no input scaling when beta = 0
 
 
 def test_atan_surrogate_peak_and_shape():
