@@ -103,6 +103,7 @@ def write_atomic(graph, out: Path) -> None:
     """nir.write to a temporary file next to `out`, then rename over it (never a half-written file)."""
     import nir
 
+    from respike_neuro.export.nir_graph import graph_nbytes
     from respike_neuro.fileio import atomic_write
 
     out = out.resolve()
@@ -111,23 +112,9 @@ def write_atomic(graph, out: Path) -> None:
     if not out.parent.is_dir():
         raise ExportError(f"{out.parent}: output folder does not exist")
     try:  # free space checked first: h5py crashes (segfault) on a full disk
-        atomic_write(out, lambda tmp: nir.write(str(tmp), graph), need_bytes=graph_bytes(graph))
+        atomic_write(out, lambda tmp: nir.write(str(tmp), graph), need_bytes=graph_nbytes(graph))
     except Exception as err:  # h5py raises OSError, TypeError or ValueError; the target stays untouched
         raise ExportError(f"cannot write {out}: {getattr(err, 'strerror', None) or err}") from None
-
-
-def graph_bytes(graph) -> int:
-    """Bytes of the arrays in a NIR graph plus 1 MB of HDF5 structure: the file's size, near enough."""
-    import numpy as np
-
-    total = 1 << 20
-    for node in graph.nodes.values():
-        for value in vars(node).values():
-            if isinstance(value, np.ndarray):
-                total += value.nbytes
-            elif hasattr(value, "nodes"):
-                total += graph_bytes(value)
-    return total
 
 
 def builtin_clip(cfg, seed: int = 0):
