@@ -79,7 +79,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 SECTIONS = ("model", "data", "train", "variant")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad config value or key; the message names the key and where it came from."""
 
 

@@ -62,12 +62,19 @@ def load_video(path: Path, frames: int, resolution: int):
     """The test-protocol clip of a video: the centred clip of `frames` consecutive frames (a shorter
     video holds its last frame, as the datasets do), short side resized to `resolution`, centre crop,
     normalised. Returns (clip (T, 3, R, R), note about padding or "")."""
-    from respike_neuro.data.video import DECODE_ERRORS, ClipTransform, VideoReader, eval_indices
+    from respike_neuro.data.video import (
+        DECODE_ERRORS,
+        ClipTransform,
+        VideoReader,
+        check_resize_budget,
+        eval_indices,
+    )
 
     if not path.is_file():
         raise DemoError(f"video {path}: no such file")
     try:
         with VideoReader(path) as reader:
+            check_resize_budget(path, *reader.size, frames, resolution)  # before decoding anything
             n = reader.num_frames
             if n < 1:
                 raise DemoError(f"video {path}: the stream has no frames")
