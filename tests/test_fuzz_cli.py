@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the corpus reads best one case per line)
 """Fuzz corpus over every CLI (issue 15): bad option values, bad files, outputs that are inputs or cannot
 be written. Each case runs the CLI's main(argv) in-process and must end with the documented exit status
 (2: bad command line, found before any work; 1: a bad file or a failed run), exactly one line on stderr
