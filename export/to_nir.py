@@ -7,21 +7,21 @@ The file is written atomically (temporary file in the target folder, then rename
 interrupted or failed run never leaves a half-written graph. --validate reads the file back,
 checks its structure and types, and runs one built-in clip through the graph with the numpy
 reference executor and through the PyTorch model (float64 both), requiring identical spikes in
-every LIF layer and timestep and stage outputs within 1e-6. Errors print one line and exit 1.
+every LIF layer and timestep and stage outputs within 1e-6. Errors print one line: exit 2 for a bad
+command line (missing checkpoint, output equal to the input or unwritable), 1 for a bad file or a failed
+write, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from respike_neuro.cli import ArgumentParser
+from respike_neuro.cli import ArgumentParser, check_input_file, check_output_file, guarded
 
 STAGE_TOLERANCE = 1e-6  # float64 on both sides; the observed difference is ~1e-15
 
@@ -50,6 +50,8 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_model(path: Path):
     """(model in eval mode, ModelConfig) from a checkpoint; ExportError on any problem with it."""
+    import torch
+
     from respike_neuro.config import ModelConfig
     from respike_neuro.models.hybrid import build_model
 
@@ -71,6 +73,12 @@ def load_model(path: Path):
     state = ckpt["model"]
     if not isinstance(state, dict):
         raise ExportError(f"{path}: 'model' is a {type(state).__name__}, not a state dict")
+    bad = [
+        k for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ExportError(f"{path}: weights hold NaN or infinity (diverged training?): {bad[:4]}")
     expected = set(model.state_dict())
     unknown = sorted(k for k in state if k not in expected)
     if unknown:
@@ -95,27 +103,18 @@ def write_atomic(graph, out: Path) -> None:
     """nir.write to a temporary file next to `out`, then rename over it (never a half-written file)."""
     import nir
 
+    from respike_neuro.export.nir_graph import graph_nbytes
+    from respike_neuro.fileio import atomic_write
+
     out = out.resolve()
     if out.is_dir():
         raise ExportError(f"{out}: is a directory; give an output file name")
     if not out.parent.is_dir():
         raise ExportError(f"{out.parent}: output folder does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as err:
-        raise ExportError(f"cannot write to {out.parent}: {err.strerror or err}") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it normal file permissions
-        nir.write(tmp, graph)
-        os.replace(tmp, out)
+    try:  # free space checked first: h5py crashes (segfault) on a full disk
+        atomic_write(out, lambda tmp: nir.write(str(tmp), graph), need_bytes=graph_nbytes(graph))
     except Exception as err:  # h5py raises OSError, TypeError or ValueError; the target stays untouched
         raise ExportError(f"cannot write {out}: {getattr(err, 'strerror', None) or err}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def builtin_clip(cfg, seed: int = 0):
@@ -186,39 +185,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: _run(args), errors=(ExportError, OSError), status=1)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from respike_neuro.export.fold import UnsupportedLayerError
+    from respike_neuro.export.nir_graph import build_nir_graph, summarize
+
+    ckpt = check_input_file(args.checkpoint, "checkpoint")
+    out = args.output or ckpt.with_suffix(".nir")
+    if ckpt.suffix == ".nir" and args.output is None:
+        out = ckpt.with_name(ckpt.name + ".nir")
+    check_output_file(out, "-o", inputs=(ckpt,))
+    model, cfg = load_model(ckpt)
     try:
-        import numpy as np
-
-        from respike_neuro.export.fold import UnsupportedLayerError
-        from respike_neuro.export.nir_graph import build_nir_graph, summarize
-
-        ckpt = args.checkpoint
-        out = args.output or ckpt.with_suffix(".nir")
-        model, cfg = load_model(ckpt)
-        try:
-            graph = build_nir_graph(
-                model, checkpoint_sha256=sha256_of(ckpt), dtype=np.float32 if args.float32 else np.float64
-            )
-        except UnsupportedLayerError as err:
-            raise ExportError(f"{ckpt}: unsupported layer: {err}") from None
-        write_atomic(graph, out)
-        graph.infer_types()
-        print(
-            f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) from {ckpt} "
-            f"[{cfg.architecture}, inputs={cfg.inputs}, "
-            f"{graph.metadata['timesteps_per_segment']} timesteps/segment]"
+        graph = build_nir_graph(
+            model, checkpoint_sha256=sha256_of(ckpt), dtype=np.float32 if args.float32 else np.float64
         )
-        for line in summarize(graph).lines():
-            print("  " + line)
-        if args.validate:
-            for line in validate(out, model, cfg):
-                print(line)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except UnsupportedLayerError as err:
+        raise ExportError(f"{ckpt}: unsupported layer: {err}") from None
+    write_atomic(graph, out)
+    graph.infer_types()
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) from {ckpt} "
+        f"[{cfg.architecture}, inputs={cfg.inputs}, "
+        f"{graph.metadata['timesteps_per_segment']} timesteps/segment]"
+    )
+    for line in summarize(graph).lines():
+        print("  " + line)
+    if args.validate:
+        for line in validate(out, model, cfg):
+            print(line)
     return 0
 
 

@@ -15,8 +15,9 @@ A checkpoint never pickles code: configs are plain dicts, RNG states are tensors
     rng             python / numpy / torch (/ cuda) generator states
     class_names     list of str
 
-Writes go to a temporary file in the same directory, are fsync'ed, then os.replace'd over the
-target: a crash mid-write never leaves a half-written last.pt behind.
+Writes go through respike_neuro.fileio.atomic_write (temporary in the same directory, free space
+checked, fsync, os.replace): a crash mid-write never leaves a half-written last.pt behind, and the
+temporary of a killed save is removed by the next save of the same file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,34 +46,47 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks required key(s) {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    from respike_neuro.fileio import atomic_write
+
+    # size: the tensors plus ~1 MB of pickle framing, checked against free space before writing
+    need = sum(_tensor_bytes(v) for v in state.values()) + (1 << 20)
+    return atomic_write(path, lambda tmp: torch.save(state, tmp), need_bytes=need)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless no-op where directories can't be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors inside a (nested) state dict: the checkpoint's size, near enough."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def train_config_of(state: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's recorded run config ({} when absent); CheckpointError when it is not a mapping
+    (the tools read dataset options from it)."""
+    value = state.get("train_config")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not isinstance(value.get("data", {}) or {}, dict):
+        got = type(value).__name__ if not isinstance(value, dict) else "data=" + type(value["data"]).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: train_config must be a mapping with a 'data' mapping, got {got}"
+        )
+    return value
+
+
+def class_names_of(state: dict[str, Any], path: str | os.PathLike, num_classes: int) -> list[str]:
+    """The checkpoint's class names as strings, one per class; CheckpointError when unusable."""
+    names = state.get("class_names")
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        shown = f"{len(names)} entries" if isinstance(names, (list, tuple)) else type(names).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: class_names must be a list of {num_classes} names, got {shown}"
+        )
+    return [str(n) for n in names]
 
 
 AUTHORS_PREFIXES = ("ann_layer0.", "snn_backbone.")

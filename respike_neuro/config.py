@@ -75,6 +75,7 @@ class ModelConfig:
             )
         if not 0.0 <= self.beta < 1.0 or self.threshold <= 0:
             raise ValueError(f"need 0 <= beta < 1 and threshold > 0, got {self.beta}, {self.threshold}")
+        _check_trainable(self)
 
     @property
     def has_ann(self) -> bool:
@@ -105,6 +106,32 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _check_trainable(cfg: ModelConfig) -> None:
+    """Refuse values that build a model which trains to NaN or crashes mid-run (a 0-block stage, a pool
+    wider than its map, a non-finite neuron constant, a 0-wide attention head)."""
+    import math
+
+    for name in ("beta", "threshold", "surrogate_alpha"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if cfg.surrogate_alpha <= 0:
+        raise ValueError(f"surrogate_alpha must be > 0, got {cfg.surrogate_alpha}")
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in cfg.snn_blocks):
+        raise ValueError(f"snn_blocks entries must be ints >= 1, got {list(cfg.snn_blocks)}")
+    if isinstance(cfg.attention_head_dim, bool) or not isinstance(cfg.attention_head_dim, int) or (
+        cfg.attention_head_dim < 1
+    ):
+        raise ValueError(f"attention_head_dim must be an int >= 1, got {cfg.attention_head_dim!r}")
+    maps = [cfg.resolution // (4 * 2**k) for k in range(4)]  # the stages' grid: 56/28/14/7 at 224
+    for k, (pool, side) in enumerate(zip(cfg.fusion_pool, maps)):
+        if isinstance(pool, bool) or not isinstance(pool, int) or not 1 <= pool <= side:
+            raise ValueError(
+                f"fusion_pool[{k}] must be an int in [1, {side}] (stage {k + 1} map is {side}x{side} at "
+                f"resolution {cfg.resolution}), got {list(cfg.fusion_pool)}"
+            )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

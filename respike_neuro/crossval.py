@@ -31,6 +31,7 @@ import yaml
 from respike_neuro.checkpoint import CheckpointError
 from respike_neuro.cli import guarded
 from respike_neuro.data.registry import canonical_name, official_folds
+from respike_neuro.fileio import write_text_atomic
 from respike_neuro.train import ConfigError, RunConfig, config_from_args, make_parser, run
 
 METRICS = ("video_top1", "clip_top1", "video_top5", "clip_top5", "mean_class_accuracy")
@@ -106,10 +107,7 @@ def run_folds(cfg: RunConfig, folds: list[int], *, out: Path | None = None) -> d
         "summary": summarize(per_fold),
     }
     if int(os.environ.get("RANK", "0")) == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "crossval.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out / "crossval.json")
+        write_text_atomic(out / "crossval.json", json.dumps(result, indent=1))
     return result
 
 

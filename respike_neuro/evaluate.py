@@ -29,8 +29,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from respike_neuro.cli import ArgumentParser, guarded
+from respike_neuro.cli import (
+    ArgumentParser,
+    UsageError,
+    check_device,
+    check_input_file,
+    check_number,
+    check_output_dir,
+    guarded,
+)
 from respike_neuro.distributed import DistInfo, ShardSampler, all_gather_rows
+from respike_neuro.fileio import write_text_atomic
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -146,11 +155,13 @@ def plot_confusion(
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from respike_neuro.fileio import save_figure_atomic
+
+    try:
+        save_figure_atomic(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 @torch.no_grad()
@@ -249,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None, help="dataset name (default: the checkpoint's)")
     parser.add_argument("--root", default=None, help="dataset root directory (default: the checkpoint's)")
     parser.add_argument("--fold", type=int, default=None, help="split fold (default: the checkpoint's)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)"
+    )
     parser.add_argument(
         "--num-clips",
         type=int,
@@ -282,23 +295,50 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def _check_args(args: argparse.Namespace) -> Path:
+    """Every option and path, before the model is loaded; returns the output folder."""
+    check_input_file(args.checkpoint, "checkpoint")
+    if args.nir is not None:
+        check_input_file(args.nir, "--nir")
+    check_number(args.num_clips, "--num-clips", minimum=1)
+    check_number(args.batch_size, "--batch-size", minimum=1)
+    check_number(args.workers, "--workers", minimum=0)
+    check_number(args.threads, "--threads", minimum=1)
+    check_number(args.fold, "--fold", minimum=1)
+    check_number(args.calibration_clips, "--calibration-clips", minimum=1)
+    check_device(args.device)
+    if args.backend != "emulator" and not args.deploy:
+        raise UsageError(f"--backend {args.backend} applies to --deploy only")
+    name = f"eval_{args.split}" + (f"_{args.deploy}" if args.deploy else "")
+    out = args.out or args.checkpoint.parent / name
+    check_output_dir(out, "--out", inputs=(args.checkpoint, args.nir))
+    for result in ("results.json", "confusion.png"):
+        for inp in (args.checkpoint, args.nir):
+            if inp is not None and (out / result).resolve() == Path(inp).resolve():
+                raise UsageError(f"--out {out}: {result} there would overwrite the input {inp}")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
-    from respike_neuro.checkpoint import load_model
+    from respike_neuro.checkpoint import class_names_of, load_model, train_config_of
     from respike_neuro.train import DataConfig, build_split, resolve_device
 
+    out = _check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, map_location="cpu")
     model.to(device)
-    run_cfg = ckpt.get("train_config") or {}
-    data = DataConfig.from_dict(run_cfg.get("data", {}), source=f"checkpoint {args.checkpoint}")
+    run_cfg = train_config_of(ckpt, args.checkpoint)
+    class_names = class_names_of(ckpt, args.checkpoint, model.cfg.num_classes)
+    data = DataConfig.from_dict(run_cfg.get("data") or {}, source=f"checkpoint {args.checkpoint}")
     overrides = {"dataset": args.dataset, "root": args.root, "fold": args.fold}
     data = data.replace(**{k: v for k, v in overrides.items() if v is not None})
     if args.num_clips is not None:
         data = data.replace(test_clips=args.num_clips, val_clips=args.num_clips, train_clips=args.num_clips)
     dataset = build_split(data, model.cfg, args.split)
-    class_names = list(ckpt["class_names"])
+    if len(dataset) == 0:
+        raise ValueError(f"the {data.dataset} {args.split} split is empty: nothing to evaluate")
     ds_names = getattr(dataset, "class_names", None)
     if ds_names is not None and list(ds_names) != class_names:
         raise ValueError(
@@ -312,13 +352,10 @@ def _run(args: argparse.Namespace) -> int:
         metrics = evaluate_dataset(
             model, dataset, device=device, class_names=class_names, desc=f"eval {args.split}", **predict_kw
         )
-    name = f"eval_{args.split}" + (f"_{args.deploy}" if args.deploy else "")
-    out = args.out or args.checkpoint.parent / name
-    out.mkdir(parents=True, exist_ok=True)
     metrics.update(
         checkpoint=str(args.checkpoint), split=args.split, dataset=data.dataset, epoch=ckpt["epoch"]
     )
-    (out / "results.json").write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(out / "results.json", json.dumps(metrics, indent=1))
     png = plot_confusion(
         metrics["confusion"],
         class_names,

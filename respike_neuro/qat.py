@@ -27,7 +27,6 @@ the learning-rate schedule starts again).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -48,8 +47,17 @@ from tqdm import tqdm
 
 from respike_neuro.bridge import HybridBridge, host_context, sequence_logits, sha256_of
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint
-from respike_neuro.cli import guarded
+from respike_neuro.cli import (
+    ArgumentParser,
+    UsageError,
+    check_device,
+    check_input_file,
+    check_number,
+    check_output_file,
+    guarded,
+)
 from respike_neuro.config import ModelConfig
+from respike_neuro.fileio import atomic_write
 from respike_neuro.models.hybrid import branch_frames
 from respike_neuro.models.neuron import membrane_alpha
 from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY
@@ -184,12 +192,10 @@ def _epoch_clips(data, model_cfg, epoch: int, n: int, gen: torch.Generator) -> D
 
 
 def write_nir_atomic(graph: nir.NIRGraph, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        nir.write(str(tmp), graph)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The shared atomic write (temporary removed on any failure, free space checked first)."""
+    from respike_neuro.export.nir_graph import graph_nbytes
+
+    atomic_write(path, lambda tmp: nir.write(str(tmp), graph), need_bytes=graph_nbytes(graph))
 
 
 def deployable_graph(bridge: HybridBridge, model: QATModel, record: dict[str, Any]) -> nir.NIRGraph:
@@ -258,8 +264,10 @@ def finetune(
         mcfg = ModelConfig.from_dict(dict(state["model_config"]), source=f"checkpoint {checkpoint}")
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"checkpoint {checkpoint}: invalid model_config: {err}") from None
+    from respike_neuro.checkpoint import train_config_of
+
     data = DataConfig.from_dict(
-        (state.get("train_config") or {}).get("data", {}), source=f"checkpoint {checkpoint}"
+        train_config_of(state, checkpoint).get("data") or {}, source=f"checkpoint {checkpoint}"
     )
     del state
     val_x, val_y = _split(data, mcfg, "val", cfg.val_clips)
@@ -327,7 +335,7 @@ def finetune(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m respike_neuro.qat", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m respike_neuro.qat", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="training checkpoint (its host part stays as it is)")
     p.add_argument("--nir", type=Path, default=None, help="its NIR export (default: export on the fly)")
     p.add_argument("-o", "--out", type=Path, required=True, help="fine-tuned NIR file to write (.nir)")
@@ -348,20 +356,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    def body() -> int:
-        cfg = QATConfig(
-            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, clips_per_epoch=args.clips_per_epoch,
-            val_clips=args.val_clips, calibration_clips=args.calibration_clips, loss=args.loss,
-            weight_bits=args.weight_bits,
-            seed=args.seed, threads=args.threads, device=args.device,
-        )
+    def body() -> int:  # every option and path checked before any work (usage errors: exit 2)
+        check_input_file(args.checkpoint, "checkpoint")
+        if args.nir is not None:
+            check_input_file(args.nir, "--nir")
+        check_output_file(args.out, "-o", inputs=(args.checkpoint, args.nir), suffixes=("nir",))
+        check_number(args.threads, "--threads", minimum=0)
+        check_device(args.device)
+        try:
+            cfg = QATConfig(
+                epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                clips_per_epoch=args.clips_per_epoch, val_clips=args.val_clips,
+                calibration_clips=args.calibration_clips, loss=args.loss, weight_bits=args.weight_bits,
+                seed=args.seed, threads=args.threads, device=args.device,
+            )
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         rec = finetune(args.checkpoint, args.out, nir_path=args.nir, cfg=cfg, progress=not args.no_progress)
         print(f"wrote {args.out}: best epoch {rec['best_epoch']}, val top-1 {rec['val_top1']:.4f}, "
               f"agreement with the float model {rec['val_agreement']:.4f} ({rec['total_s']:.0f} s)")
         return 0
 
     # CheckpointError, BridgeError and PlanError are ValueErrors
-    return guarded(body, errors=(ValueError, OSError), status=2,
+    return guarded(body, errors=(ValueError, OSError), status=1,
                    interrupted=f"interrupted; the best model so far (if any) is in {args.out}")
 
 

@@ -36,7 +36,11 @@ DEFAULT_RATE = 0.1
 
 
 class CardError(Exception):
-    """Bad input: printed as one line, exit status 2."""
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class CardFileError(CardError):
+    """A file named on the command line holds something unusable: one line, exit status 1."""
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -110,6 +114,8 @@ def load_yaml_model_config(path: Path) -> tuple[dict[str, Any], str | None]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise CardError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    except UnicodeDecodeError:
+        raise CardError(f"--config {path}: not a text (YAML) file") from None
     if not isinstance(data, dict) or not ("model" in data or "variant" in data):
         raise CardError(f"--config {path}: expected a mapping with a `model:` section of ModelConfig keys")
     model = data.get("model") or {}
@@ -128,7 +134,7 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     try:
         return load_checkpoint(path)
     except CheckpointError as e:
-        raise CardError(str(e)) from e
+        raise CardFileError(str(e)) from e
 
 
 def _config_dict(value: Any, source: str) -> dict[str, Any]:
@@ -213,7 +219,12 @@ def measure(cfg: ModelConfig, ckpt: dict[str, Any], args: argparse.Namespace) ->
         raise CardError(
             f"--checkpoint {args.checkpoint}: weights do not fit its model config ({first})"
         ) from e
-    distribution = trained_distribution(ckpt.get("train_config"))
+    from respike_neuro.checkpoint import train_config_of
+
+    try:
+        distribution = trained_distribution(train_config_of(ckpt, args.checkpoint))
+    except CheckpointError as e:
+        raise CardFileError(str(e)) from e
     if args.seed is not None:
         distribution["seed"] = args.seed
     try:
@@ -438,14 +449,37 @@ def plot_energy(card: dict[str, Any], path: Path) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from respike_neuro.fileio import save_figure_atomic
+
+    try:
+        save_figure_atomic(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Numbers and paths before any work (a bad --plot used to fail after the whole card)."""
+    from respike_neuro.cli import UsageError, check_input_file, check_number, check_plot_file
+
+    try:
+        for option, value, low in (("--rate", args.rate, 0.0), ("--clips", args.clips, 1),
+                                   ("--batch-size", args.batch_size, 1)):
+            check_number(value, option, minimum=low)
+        for option, value in (("--e-mac", args.e_mac), ("--e-ac", args.e_ac)):
+            check_number(value, option)  # finite; the energy model names the range
+        for option, path in (("--config", args.config), ("--checkpoint", args.checkpoint)):
+            if path is not None:
+                check_input_file(path, option)
+        if args.plot is not None:
+            check_plot_file(args.plot, inputs=(args.config, args.checkpoint))
+    except UsageError as e:
+        raise CardError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_args(args)
         cfg, ckpt = resolve_config(args)
         if args.measure:
             if ckpt is None:
@@ -469,10 +503,16 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError) as e:
             raise CardError(str(e)) from e
         if args.plot is not None:
-            plot_energy(card, args.plot)
+            try:
+                plot_energy(card, args.plot)
+            except OSError as e:
+                raise CardFileError(f"cannot write --plot {args.plot}: {e.strerror or e}") from e
     except CardError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, CardFileError) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(card, indent=1))
     else:

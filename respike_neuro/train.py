@@ -35,9 +35,12 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import typing
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +62,7 @@ from respike_neuro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from respike_neuro.cli import ArgumentParser, guarded
+from respike_neuro.cli import ArgumentParser, UsageError, check_device, check_output_dir, guarded
 from respike_neuro.config import VARIANTS, ModelConfig
 from respike_neuro.distributed import (
     DistInfo,
@@ -70,12 +73,13 @@ from respike_neuro.distributed import (
     init_distributed,
 )
 from respike_neuro.evaluate import evaluate_dataset, plot_confusion, skipped_count, summary_line
+from respike_neuro.fileio import write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 SECTIONS = ("model", "data", "train", "variant")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad config value or key; the message names the key and where it came from."""
 
 
@@ -352,6 +356,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must be a mapping of sections {list(SECTIONS)}")
@@ -369,10 +377,11 @@ def build_run_config(
     override_source: str = "command line",
 ) -> RunConfig:
     """Sections from a YAML mapping + dotted overrides {"train.epochs": 3} -> validated RunConfig."""
-    sections: dict[str, Any] = {s: dict(file_values.get(s) or {}) for s in ("model", "data", "train")}
     for s in ("model", "data", "train"):
-        if not isinstance(file_values.get(s) or {}, dict):
-            raise ConfigError(f"{source}: section '{s}' must be a mapping")
+        value = file_values.get(s)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{source}: section '{s}' must be a mapping, got {value!r}")
+    sections: dict[str, Any] = {s: dict(file_values.get(s) or {}) for s in ("model", "data", "train")}
     variant = file_values.get("variant")
     model_cli: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
@@ -409,16 +418,39 @@ def build_run_config(
                 f"leave data.{name} null to mirror the model"
             )
     _check_train(train, src)
+    _check_data(data, src)
     return RunConfig(model=model, data=data, train=train, variant=variant)
 
 
+def _check_data(d: DataConfig, src: str) -> None:
+    """Splits that exist (a negative or empty split only failed after training)."""
+    checks = [
+        (d.train_clips >= 1, f"data.train_clips must be >= 1, got {d.train_clips}"),
+        (d.val_clips >= 1, f"data.val_clips must be >= 1, got {d.val_clips}"),
+        (d.test_clips >= 0, f"data.test_clips must be >= 0 (0: no test), got {d.test_clips}"),
+        (d.clips_per_video >= 1, f"data.clips_per_video must be >= 1, got {d.clips_per_video}"),
+        (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{src}: {message}")
+
+
 def _check_train(t: TrainConfig, src: str) -> None:
+    for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "min_lr", "grad_clip"):
+        if not math.isfinite(getattr(t, name)):
+            raise ConfigError(f"{src}: train.{name} must be a finite number, got {getattr(t, name)}")
+    try:
+        check_device(t.device, option="train.device")
+    except UsageError as err:
+        raise ConfigError(f"{src}: {err}") from None
     checks = [
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}"),
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, train.lr={t.lr}], got {t.min_lr}"),
         (0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}"),
         (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
         (
@@ -560,6 +592,95 @@ def _resume_path(t: TrainConfig, out: Path) -> Path | None:
     return path
 
 
+RESULT_FILES = ("best.pt", "metrics.jsonl", "test_results.json", "confusion_test.png", "last.pt")
+
+
+class _StopRequest:
+    """Ctrl-C during training: finish the current step, write last.pt, then raise KeyboardInterrupt
+    (a second Ctrl-C stops at once). Single process only: DDP ranks would stop at different steps."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step, saving last.pt (Ctrl-C again: stop now)", file=sys.stderr)
+
+    def interrupt(self, message: str) -> None:
+        print(message, file=sys.stderr)
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _check_ann_weights(model: ModelConfig) -> None:
+    """ann_weights naming a file must name a torch file (random bytes gave a 38-line UnpicklingError)."""
+    weights = model.ann_weights
+    if not model.has_ann or weights in (None, "imagenet"):
+        return
+    path = Path(weights)
+    if not path.is_file():
+        raise ConfigError(f"model.ann_weights: {path} is not a file")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"model.ann_weights: {path} is not a torch weights file (no zip archive inside)")
+
+
+def _set_aside_earlier_results(out: Path, t: TrainConfig, is_main: bool) -> None:
+    """A fresh run never deletes another run's results: with resume 'auto' (and no last.pt) it refuses;
+    with resume 'never' it moves them into <out>/previous-<time>/ and says so in one line."""
+    found = [name for name in RESULT_FILES if (out / name).exists()]
+    if not found:
+        return
+    if t.resume == "auto":
+        raise ConfigError(
+            f"train.out {out} holds another run's results ({', '.join(found)}) and no last.pt to resume; "
+            "choose another --out, or --resume never to move them aside"
+        )
+    if not is_main:
+        return
+    aside = out / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while aside.exists():
+        aside = out / f"{time.strftime('previous-%Y%m%d-%H%M%S')}-{n}"
+        n += 1
+    aside.mkdir()
+    for name in (*found, "config.yaml"):
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+    print(f"moved the earlier run's results ({', '.join(found)}) to {aside}", file=sys.stderr)
+
+
+def _truncate_metrics(path: Path, *, step: int, epoch: int) -> None:
+    """After a resume from `step`: drop the lines written after that checkpoint (they are redone), so
+    metrics.jsonl never repeats a step; a 'test' line is written again if the run finishes."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1  # a line cut short by a kill
+            continue
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if (kind == "step" and record.get("step", 0) <= step) or (
+            kind == "epoch" and record.get("epoch", 0) <= epoch
+        ):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text_atomic(path, "".join(x + "\n" for x in kept))
+
+
 def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, validate every epoch, keep best.pt, test once with it. Returns a summary dict."""
     t = cfg.train
@@ -569,6 +690,11 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
     if t.threads:
         torch.set_num_threads(t.threads)
     out = Path(t.out)
+    check_output_dir(out, "train.out")  # before any work: an unwritable --out used to fail after training
+    _check_ann_weights(cfg.model)
+    resume = _resume_path(t, out)
+    if resume is None:
+        _set_aside_earlier_results(out, t, info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(info)
@@ -629,7 +755,8 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
 
     epoch, step, epoch_step, best, best_epoch = 0, 0, 0, None, None
-    resume = _resume_path(t, out)
+    resumed_sums: dict[str, Any] | None = None  # the interrupted epoch's running loss sums
+    resumed_at: int | None = None  # step at which a mid-epoch resume started
     if resume is not None:
         ckpt = load_checkpoint(resume)
         if ckpt["model_config"] != cfg.model.to_dict():
@@ -651,11 +778,14 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
         epoch, step, epoch_step = ckpt["epoch"], ckpt["step"], ckpt.get("epoch_step", 0)
         best, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
         set_rng_state(ckpt["rng"])
+        if epoch_step:
+            resumed_at = step
+            sums_state = ckpt.get("metric_sums")
+            if isinstance(sums_state, dict) and not info.enabled:  # per-rank sums: one process only
+                resumed_sums = sums_state
         if info.is_main:
+            _truncate_metrics(out / "metrics.jsonl", step=step, epoch=epoch)
             print(f"resumed from {resume}: epoch {epoch}, step {step}", file=sys.stderr)
-    elif info.is_main:
-        for stale in ("metrics.jsonl", "best.pt", "last.pt", "test_results.json"):
-            (out / stale).unlink(missing_ok=True)
 
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -679,10 +809,21 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
     )
     log = JsonlLog(out / "metrics.jsonl", info.is_main)
     if info.is_main:
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
+    window = np.zeros(3)
+    epoch_seconds_before = 0.0  # of an epoch interrupted and resumed: the time spent before
 
     def state(kind_epoch: int, kind_epoch_step: int) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if kind_epoch_step:  # mid-epoch: what the epoch's metrics line needs after a resume
+            extra["metric_sums"] = {
+                "epoch": sums.tolist(),
+                "window": window.tolist(),
+                "seconds": epoch_seconds_before + time.perf_counter() - epoch_start,
+            }
         return dict(
+            **extra,
             format_version=FORMAT_VERSION,
             model_config=cfg.model.to_dict(),
             train_config=cfg.to_dict(),
@@ -709,136 +850,159 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
         progress=progress,
     )
     stopped = False
-    run_start = time.perf_counter()
-    while epoch < t.epochs and not stopped:
-        sampler.set_epoch(epoch)
-        loader_gen.manual_seed(t.seed * 100_003 + epoch)
-        if epoch_step:
-            sampler.skip_batches(epoch_step, per_rank * t.accum_steps)
-        model.train()
-        sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
-        window = np.zeros(3)
-        epoch_start = window_start = time.perf_counter()
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            leave=False,
-            disable=not progress,
-            initial=epoch_step,
-            total=steps_per_epoch,
-        )
-        for clip, label in bar:
-            if epoch_step >= steps_per_epoch:
-                break
-            clip = clip.to(device, non_blocking=True)
-            label = torch.as_tensor(label).to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            batch = np.zeros(3)
-            for m in range(t.accum_steps):
-                c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
-                sync = (
-                    contextlib.nullcontext()
-                    if not info.enabled or m == t.accum_steps - 1
-                    else model.no_sync()
-                )
-                with sync:
-                    with torch.autocast(
-                        device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                    ):
-                        logits = model(c)
-                    loss = F.cross_entropy(logits.float(), y)
-                    scaler.scale(loss / t.accum_steps).backward()
-                batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
-            if t.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            scale = scaler.get_scale() if scaler.is_enabled() else 0.0
-            scaler.step(optimizer)
-            scaler.update()
-            if not scaler.is_enabled() or scaler.get_scale() >= scale:
-                scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
-            step += 1
-            epoch_step += 1
-            sums += batch
-            window += batch
-            if progress:
-                bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
-            if t.log_every_steps and step % t.log_every_steps == 0:
-                w = all_reduce_sum(list(window), info, device)
-                dt = time.perf_counter() - window_start
-                log.write(
-                    dict(
-                        kind="step",
-                        epoch=epoch + 1,
-                        step=step,
-                        loss=w[0] / w[2],
-                        train_acc=w[1] / w[2],
-                        lr=lr,
-                        time=time.perf_counter() - run_start,
-                        clips_per_s=w[2] / dt,
+    run_start = epoch_start = time.perf_counter()
+    stop = _StopRequest(enabled=info.is_main and not info.enabled)
+    try:
+        while epoch < t.epochs and not stopped:
+            sampler.set_epoch(epoch)
+            loader_gen.manual_seed(t.seed * 100_003 + epoch)
+            if epoch_step:
+                sampler.skip_batches(epoch_step, per_rank * t.accum_steps)
+            model.train()
+            sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
+            window = np.zeros(3)
+            epoch_seconds_before = 0.0
+            if resumed_sums is not None:  # the interrupted epoch's sums: its line covers the whole epoch
+                sums = np.asarray(resumed_sums["epoch"], dtype=np.float64)
+                window = np.asarray(resumed_sums["window"], dtype=np.float64)
+                epoch_seconds_before = float(resumed_sums["seconds"])
+            resumed_sums = None
+            epoch_start = window_start = time.perf_counter()
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                leave=False,
+                disable=not progress,
+                initial=epoch_step,
+                total=steps_per_epoch,
+            )
+            for clip, label in bar:
+                if epoch_step >= steps_per_epoch:
+                    break
+                clip = clip.to(device, non_blocking=True)
+                label = torch.as_tensor(label).to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                batch = np.zeros(3)
+                for m in range(t.accum_steps):
+                    c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
+                    sync = (
+                        contextlib.nullcontext()
+                        if not info.enabled or m == t.accum_steps - 1
+                        else model.no_sync()
                     )
-                )
-                window[:] = 0
-                window_start = time.perf_counter()
-            at_limit = t.max_steps and step >= t.max_steps
-            if epoch_step < steps_per_epoch and (
-                at_limit or (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0)
-            ):
-                if info.is_main:
-                    save_checkpoint(out / "last.pt", state(epoch, epoch_step))
-                barrier(info)
-            if at_limit:
-                stopped = True
+                    with sync:
+                        with torch.autocast(
+                            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                        ):
+                            logits = model(c)
+                        loss = F.cross_entropy(logits.float(), y)
+                        scaler.scale(loss / t.accum_steps).backward()
+                    batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
+                if t.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                lr = optimizer.param_groups[0]["lr"]
+                scale = scaler.get_scale() if scaler.is_enabled() else 0.0
+                scaler.step(optimizer)
+                scaler.update()
+                if not scaler.is_enabled() or scaler.get_scale() >= scale:
+                    scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
+                step += 1
+                epoch_step += 1
+                sums += batch
+                window += batch
+                if progress:
+                    bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
+                if t.log_every_steps and step % t.log_every_steps == 0:
+                    w = all_reduce_sum(list(window), info, device)
+                    dt = time.perf_counter() - window_start
+                    log.write(
+                        dict(
+                            kind="step",
+                            epoch=epoch + 1,
+                            step=step,
+                            loss=w[0] / w[2],
+                            train_acc=w[1] / w[2],
+                            lr=lr,
+                            time=time.perf_counter() - run_start,
+                            clips_per_s=w[2] / dt,
+                        )
+                    )
+                    window[:] = 0
+                    window_start = time.perf_counter()
+                at_limit = t.max_steps and step >= t.max_steps
+                if epoch_step < steps_per_epoch and (
+                    at_limit or (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0)
+                ):
+                    if info.is_main:
+                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
+                    barrier(info)
+                if at_limit:
+                    stopped = True
+                    break
+                if stop.requested:
+                    bar.close()
+                    if epoch_step < steps_per_epoch:  # at an epoch's end, the epoch-end save follows
+                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
+                        stop.interrupt(f"interrupted at step {step}: saved {out / 'last.pt'}")
+                    break
+            bar.close()
+            if epoch_step < steps_per_epoch:  # stopped mid-epoch by max_steps
                 break
-        bar.close()
-        if epoch_step < steps_per_epoch:  # stopped mid-epoch by max_steps
-            break
-        epoch += 1
-        epoch_step = 0
-        totals = all_reduce_sum(list(sums), info, device)
-        elapsed = time.perf_counter() - epoch_start
-        record = dict(
-            kind="epoch",
-            epoch=epoch,
-            step=step,
-            loss=totals[0] / totals[2],
-            train_acc=totals[1] / totals[2],
-            lr=optimizer.param_groups[0]["lr"],
-            time=time.perf_counter() - run_start,
-            epoch_seconds=elapsed,
-            clips_per_s=totals[2] / elapsed,
-        )
-        skipped = skipped_count(train_ds)
-        if skipped is not None:
-            record["skipped_videos"] = skipped
-        if epoch % t.eval_every == 0 or epoch == t.epochs:
-            broadcast_buffers(bare, info)  # BN running stats differ per rank: evaluate with rank 0's
-            val = evaluate_dataset(bare, val_ds, desc="val", **eval_kwargs)
-            record.update(
-                val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"]
+            epoch += 1
+            epoch_step = 0
+            totals = all_reduce_sum(list(sums), info, device)
+            elapsed = time.perf_counter() - epoch_start + epoch_seconds_before
+            record = dict(
+                kind="epoch",
+                epoch=epoch,
+                step=step,
+                loss=totals[0] / totals[2],
+                train_acc=totals[1] / totals[2],
+                lr=optimizer.param_groups[0]["lr"],
+                time=time.perf_counter() - run_start,
+                epoch_seconds=elapsed,
+                clips_per_s=totals[2] / elapsed,
             )
-            if "skipped_videos" in val:
-                record["val_skipped_videos"] = val["skipped_videos"]
-            if best is None or val["video_top1"] > best:
-                best, best_epoch = val["video_top1"], epoch
-                if info.is_main:
-                    save_checkpoint(out / "best.pt", state(epoch, 0))
-        record.update(best_val_acc=best)
-        log.write(record)
-        if info.is_main:
-            save_checkpoint(out / "last.pt", state(epoch, 0))
-            val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
-            print(
-                f"epoch {epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
-                f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
-                file=sys.stderr,
-            )
-        barrier(info)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-        if t.max_steps and step >= t.max_steps:
-            stopped = True
+            if resumed_at is not None:  # this epoch was interrupted and resumed at step resumed_at
+                record["resumed_at_step"] = resumed_at
+                if epoch_seconds_before == 0.0:  # a checkpoint without the sums: say what loss covers
+                    record["loss_from_step"] = resumed_at
+                resumed_at = None
+            skipped = skipped_count(train_ds)
+            if skipped is not None:
+                record["skipped_videos"] = skipped
+            if epoch % t.eval_every == 0 or epoch == t.epochs:
+                broadcast_buffers(bare, info)  # BN running stats differ per rank: evaluate with rank 0's
+                val = evaluate_dataset(bare, val_ds, desc="val", **eval_kwargs)
+                record.update(
+                    val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"]
+                )
+                if "skipped_videos" in val:
+                    record["val_skipped_videos"] = val["skipped_videos"]
+                if best is None or val["video_top1"] > best:
+                    best, best_epoch = val["video_top1"], epoch
+                    if info.is_main:
+                        save_checkpoint(out / "best.pt", state(epoch, 0))
+            record.update(best_val_acc=best)
+            log.write(record)
+            if info.is_main:
+                save_checkpoint(out / "last.pt", state(epoch, 0))
+                val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
+                print(
+                    f"epoch {epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
+                    f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
+                    file=sys.stderr,
+                )
+            barrier(info)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            if t.max_steps and step >= t.max_steps:
+                stopped = True
+            if stop.requested:
+                stop.interrupt(f"interrupted after epoch {epoch}: saved {out / 'last.pt'}")
+    finally:
+        stop.restore()
 
     summary: dict[str, Any] = dict(
         out=str(out),
@@ -872,7 +1036,7 @@ def _final_test(
     metrics = evaluate_dataset(model, test_ds, desc="test", **eval_kwargs)
     metrics.update(checkpoint=str(out / "best.pt"), best_epoch=best["epoch"], split="test")
     if info.is_main:
-        (out / "test_results.json").write_text(json.dumps(metrics, indent=1))
+        write_text_atomic(out / "test_results.json", json.dumps(metrics, indent=1))
         plot_confusion(
             metrics["confusion"],
             metrics["class_names"],

@@ -7,7 +7,8 @@ spiking branch in Lava from the exported NIR file, exchanging fused features eve
 
 Prints the prediction beside PyTorch's, spike counts/rates per LIF layer and stage (Lava vs PyTorch),
 timings (host per stage, Lava, bridge overhead) and host <-> chip traffic per timestep. Errors print
-one line and exit 1.
+one line: exit 2 for a bad command line (checked before anything loads), 1 for a bad file or a failed
+run, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from respike_neuro.cli import ArgumentParser, guarded  # noqa: E402
+from respike_neuro.cli import (  # noqa: E402
+    ArgumentParser,
+    UsageError,
+    check_device,
+    check_input_file,
+    check_plot_file,
+    guarded,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,12 +62,19 @@ def load_video(path: Path, frames: int, resolution: int):
     """The test-protocol clip of a video: the centred clip of `frames` consecutive frames (a shorter
     video holds its last frame, as the datasets do), short side resized to `resolution`, centre crop,
     normalised. Returns (clip (T, 3, R, R), note about padding or "")."""
-    from respike_neuro.data.video import DECODE_ERRORS, ClipTransform, VideoReader, eval_indices
+    from respike_neuro.data.video import (
+        DECODE_ERRORS,
+        ClipTransform,
+        VideoReader,
+        check_resize_budget,
+        eval_indices,
+    )
 
     if not path.is_file():
         raise DemoError(f"video {path}: no such file")
     try:
         with VideoReader(path) as reader:
+            check_resize_budget(path, *reader.size, frames, resolution)  # before decoding anything
             n = reader.num_frames
             if n < 1:
                 raise DemoError(f"video {path}: the stream has no frames")
@@ -178,8 +193,10 @@ def plot(path: Path, bridge, res, ref) -> None:
     b.set_title(f"logits (prediction: {_name(bridge.class_names, res.prediction)})")
     b.legend(fontsize=8)
     fig.tight_layout()
+    from respike_neuro.fileio import save_figure_atomic
+
     try:
-        fig.savefig(path, dpi=110)
+        save_figure_atomic(fig, path, dpi=110)
     finally:
         plt.close(fig)
 
@@ -187,14 +204,18 @@ def plot(path: Path, bridge, res, ref) -> None:
 def _run(args) -> int:
     from respike_neuro.bridge import HybridBridge  # imports Lava before torch (fork start method)
 
-    if args.plot is not None and not args.plot.resolve().parent.is_dir():
-        raise DemoError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist")
-    if not args.checkpoint.is_file():
-        raise DemoError(f"checkpoint {args.checkpoint}: no such file")
-    if args.nir is not None and not args.nir.is_file():
-        raise DemoError(f"--nir {args.nir}: no such file")
+    check_input_file(args.checkpoint, "checkpoint")
+    for option, path in (("--nir", args.nir), ("--video", args.video)):
+        if path is not None:
+            check_input_file(path, option)
+    if args.plot is not None:
+        if not args.plot.resolve().parent.is_dir():
+            raise UsageError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist")
+        check_plot_file(args.plot, inputs=(args.checkpoint, args.nir, args.video))
     if args.index < 0:
-        raise DemoError(f"--index must be >= 0, got {args.index}")
+        raise UsageError(f"--index must be >= 0, got {args.index}")
+    if args.device is not None:
+        check_device(args.device, allow_auto=False)
     clip = label = None
     if args.video is not None:  # decode first: a bad video never starts Lava
         from respike_neuro.bridge import load_host_model

@@ -67,7 +67,7 @@ def test_hmdb51_selected_fold_only(hmdb_root, tmp_path):
     ],
 )
 def test_bad_choices_exit_nonzero_naming_the_problem(tmp_path, capsys, dataset, extra, message):
-    assert main(_args(dataset, tmp_path, tmp_path / "cv", *extra)) == 1
+    assert main(_args(dataset, tmp_path, tmp_path / "cv", *extra)) == 2  # a bad choice: usage error
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cv" / "crossval.json").exists()
 

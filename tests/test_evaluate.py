@@ -137,8 +137,8 @@ def test_cli_on_checkpoint(tmp_path, capsys):
     assert sum(map(sum, res["confusion"])) == 12
     assert 0.0 <= res["video_top1"] <= 1.0 and not math.isnan(res["clip_top5"])
     assert (tmp_path / "ev" / "confusion.png").is_file()
-    rc = main([str(tmp_path / "missing.pt")])
-    assert rc == 1 and "does not exist" in capsys.readouterr().err
+    rc = main([str(tmp_path / "missing.pt")])  # a usage error, found before any work: exit 2
+    assert rc == 2 and "no such file" in capsys.readouterr().err
 
 
 def test_cli_evaluates_the_deployed_model(tmp_path, capsys):
@@ -158,5 +158,5 @@ def test_cli_evaluates_the_deployed_model(tmp_path, capsys):
     res = json.loads((tmp_path / "eval_test_fixed" / "results.json").read_text())
     assert res["deployment"]["calibration"] == "2 clips of the synthetic validation split"
     assert res["num_clips"] == 6 and 0.0 <= res["top1_agreement_with_pytorch"] <= 1.0
-    assert main([*common, "--deploy", "fixed", "--calibration-clips", "0"]) == 1
+    assert main([*common, "--deploy", "fixed", "--calibration-clips", "0"]) == 2
     assert "--calibration-clips must be >= 1" in capsys.readouterr().err

@@ -82,14 +82,20 @@ def test_demo_errors_are_one_line(ckpt, tmp_path, capsys, children):
     junk.write_bytes(b"\x00" * 1000)
     notnir = tmp_path / "x.nir"
     notnir.write_text("hello")
+    notpng = tmp_path / "graph.png"
+    notpng.write_text("a NIR file named .png")
     cases = [
         (["--video", str(junk)], "cannot decode"),
         (["--nir", str(notnir)], "not a readable NIR file"),
         (["--nir", str(tmp_path / "missing.nir")], "no such file"),
         (["--index", "-1"], "--index must be >= 0"),
+        (["--plot", str(tmp_path / "plot")], "unknown file type"),
+        (["--plot", str(notpng), "--nir", str(notpng)], "is also an input"),
+        (["--device", "meta"], "not a device"),
     ]
-    for extra, msg in cases:
-        assert demo.main([str(ckpt), *extra]) == 1, extra
+    usage = ("no such file", "--index", "unknown file type", "is also an input", "not a device")
+    for extra, msg in cases:  # usage errors exit 2 before anything loads; bad files 1
+        assert demo.main([str(ckpt), *extra]) == (2 if msg.startswith(usage) else 1), extra
         err = capsys.readouterr().err
         assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
     bad_ckpt = tmp_path / "bad.pt"

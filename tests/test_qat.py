@@ -106,11 +106,15 @@ def test_lava_fixed_point_runs_the_trained_model_exactly(ckpt, tmp_path, childre
 
 
 def test_cli_refuses_bad_output_and_checkpoint(ckpt, tmp_path, capsys):
-    assert main([str(ckpt), "-o", str(tmp_path / "x.h5")]) == 2
-    assert "must end in .nir" in capsys.readouterr().err
+    assert main([str(ckpt), "-o", str(tmp_path / "x.h5")]) == 2  # usage errors: exit 2, before any work
+    assert "unknown file type '.h5'" in capsys.readouterr().err
+    assert main([str(ckpt), "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([str(ckpt), "-o", str(tmp_path / "x.nir"), "--threads", "-1"]) == 2
+    assert "--threads -1" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert main([str(bad), "-o", str(tmp_path / "x.nir")]) == 2
+    assert main([str(bad), "-o", str(tmp_path / "x.nir")]) == 1  # a bad file: exit 1
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "x.nir").exists()
 

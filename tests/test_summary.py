@@ -164,7 +164,7 @@ def test_bad_files(capsys, tmp_path):
     for argv, message in [
         (["--config", no_model], "`model:` section"),
         (["--config", unknown_key], "unknown model option(s) ['num_clases']"),
-        (["--checkpoint", garbage], "not a readable torch file"),
+
         (
             ["--checkpoint", ckpt, "--ann", "resnet50"],
             "--ann sets ann='resnet50', but the checkpoint was trained with ann='resnet18'",
@@ -175,6 +175,8 @@ def test_bad_files(capsys, tmp_path):
     ]:
         rc, _, err = run(capsys, *argv)
         assert rc == 2 and message in err and err.count("\n") == 1, (argv, err)
+    rc, _, err = run(capsys, "--checkpoint", garbage)  # a bad file (not a bad command line): exit 1
+    assert rc == 1 and "not a readable torch file" in err and err.count("\n") == 1, err
 
 
 def test_cli_exit_status_without_traceback():

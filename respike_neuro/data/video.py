@@ -53,6 +53,10 @@ MODES = ("train", "eval")
 MODE_ALIASES = {"train": "train", "eval": "eval", "val": "eval", "test": "eval"}
 SAMPLINGS = ("consecutive", "sparse")
 SEEK_THRESHOLD = 48  # frames: seek (to the keyframe before) only when the clip starts this far in
+# Memory budget of one clip's frames, decoded (uint8) or resized by the eval transform (float32): a
+# 2x32768-pixel video resized to its short side needed 2 GB; such videos are refused (one line, and
+# datasets skip them like corrupt files). A normal 16-frame 320x240 clip needs ~4 MB decoded.
+CLIP_MEMORY_BUDGET = 512 << 20
 
 
 class VideoDecodeError(RuntimeError):
@@ -154,6 +158,10 @@ class VideoReader:
             raise ValueError(f"indices must be a non-empty 1-d sequence, got shape {want.shape}")
         if want[0] < 0 or np.any(np.diff(want) < 0):
             raise ValueError("indices must be non-negative and non-decreasing")
+        width, height = scaled_size(*self.size, short_side)
+        check_clip_budget(
+            self.path, len(want) * width * height * 3, f"{len(want)} decoded {width}x{height} frames"
+        )
         self.seeked = False
         if want[0] >= SEEK_THRESHOLD and self.fps > 0 and self._stream.time_base:
             result = self._read_from(want, short_side, seek=True)
@@ -217,6 +225,27 @@ class VideoReader:
         if not frames:
             raise VideoDecodeError(f"{self.path}: no frame could be decoded")
         return np.stack(frames)
+
+
+def check_clip_budget(path: str | os.PathLike, nbytes: float, what: str) -> None:
+    """VideoDecodeError (one line, a skipped video in datasets) when a clip would exceed the budget."""
+    if nbytes > CLIP_MEMORY_BUDGET:
+        raise VideoDecodeError(
+            f"{path}: {what} would need {nbytes / 2**20:.0f} MiB, over the {CLIP_MEMORY_BUDGET >> 20} MiB "
+            "per-clip budget (extreme size or aspect ratio)"
+        )
+
+
+def check_resize_budget(
+    path: str | os.PathLike, width: int, height: int, frames: int, resolution: int
+) -> None:
+    """The eval transform resizes the short side to `resolution`, scaling the long side by the same
+    factor (float32): refuse frames whose resized clip would exceed the budget."""
+    long_side = round(max(width, height) * resolution / max(1, min(width, height)))
+    check_clip_budget(
+        path, 4.0 * frames * 3 * resolution * long_side,
+        f"{frames} frames of {width}x{height} resized to {resolution}x{long_side}",
+    )
 
 
 def _to_rgb(frame: av.VideoFrame, short_side: int | None, hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -339,6 +368,8 @@ class ClipTransform:
             shape = getattr(frames, "shape", None)
             raise ValueError(f"frames must be a uint8 array (T, H, W, 3), got {type(frames).__name__} "
                              f"{shape}")
+        if self.mode == "eval":
+            check_resize_budget("clip", frames.shape[2], frames.shape[1], frames.shape[0], self.resolution)
         video = tv_tensors.Video(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
         out = self._geometry(video).as_subclass(torch.Tensor)
         clip = out.to(torch.float32).div_(255.0).contiguous()
@@ -609,6 +640,10 @@ class VideoClipDataset(Dataset):
                 n = reader.num_frames
                 if n <= 0:
                     raise VideoDecodeError(f"{rec.path}: header reports no frames")
+                if self.mode == "eval":
+                    check_resize_budget(
+                        rec.path, *scaled_size(*reader.size, self.short_side), self.frames, self.resolution
+                    )
                 frames, real = reader.read(self._indices(n, clip), short_side=self.short_side)
         need = frames_needed(self.frames, self.frame_step, self.sampling)
         if n < need:

@@ -267,3 +267,16 @@ def summarize(graph: nir.NIRGraph) -> GraphSummary:
     ins = {k: _shape(n.input_type, "input") for k, n in graph.nodes.items() if isinstance(n, nir.Input)}
     outs = {k: _shape(n.output_type, "output") for k, n in graph.nodes.items() if isinstance(n, nir.Output)}
     return GraphSummary(types, len(graph.edges), neurons, synapses, params, ins, outs)
+
+
+def graph_nbytes(graph: nir.NIRGraph) -> int:
+    """Bytes of the arrays in a NIR graph plus 1 MB of HDF5 structure: its file size, near enough
+    (the writers check free space with it: h5py crashes on a full disk)."""
+    total = 1 << 20
+    for node in graph.nodes.values():
+        for value in vars(node).values():
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+            elif isinstance(value, nir.NIRGraph):
+                total += graph_nbytes(value)
+    return total

@@ -12,7 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from respike_neuro.cli import ArgumentParser, guarded
+from respike_neuro.cli import (
+    ArgumentParser,
+    UsageError,
+    check_input_file,
+    check_memory,
+    check_number,
+    check_output_file,
+    guarded,
+)
+from respike_neuro.fileio import write_text_atomic
+
+MAX_TIMESTEPS = 10_000  # per segment; the model uses a handful (one per residual frame)
+MAX_LAVA_STEPS = 1_000_000  # segments x timesteps: hours of Lava CPU time already
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,14 +87,32 @@ def _load_inputs(path: Path, ports: dict[str, tuple], timesteps: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return guarded(lambda: _run(args), errors=(ValueError, TypeError, RuntimeError, OSError), status=2)
+    return guarded(lambda: _run(args), errors=(ValueError, TypeError, RuntimeError, OSError), status=1)
+
+
+def _check_args(args) -> None:
+    """Every option and path before Lava starts (usage errors, exit 2)."""
+    if args.demo == bool(args.model):
+        raise UsageError("give a NIR file or --demo (not both)")
+    if args.model:
+        check_input_file(args.model, "model")
+    if args.inputs is not None:
+        check_input_file(args.inputs, "--inputs")
+    check_number(args.segments, "--segments", minimum=1)
+    check_number(args.timesteps, "--timesteps", minimum=1, maximum=MAX_TIMESTEPS)
+    if args.segments and args.timesteps and args.segments * args.timesteps > MAX_LAVA_STEPS:
+        raise UsageError(
+            f"--segments {args.segments} x --timesteps {args.timesteps}: "
+            f"more than {MAX_LAVA_STEPS:,} Lava steps"
+        )
+    if args.json is not None:
+        check_output_file(args.json, "--json", inputs=(args.model, args.inputs))
 
 
 def _run(args) -> int:
     from respike_neuro.sim.runtime import LavaSpikingBranch, describe_quantization
 
-    if args.demo == bool(args.model):
-        raise ValueError("give a NIR file or --demo (not both)")
+    _check_args(args)
     if args.demo:
         from respike_neuro.sim.demo_graphs import build_contract_graph
 
@@ -92,8 +122,6 @@ def _run(args) -> int:
         name = "built-in demo graph (hybrid, 2 stages)"
     else:
         graph, name = Path(args.model), args.model
-    if args.segments is not None and args.segments < 1:
-        raise ValueError(f"--segments must be >= 1, got {args.segments}")
     br = LavaSpikingBranch(
         graph,
         mode=args.mode,
@@ -110,7 +138,11 @@ def _run(args) -> int:
             if len(v) < n_seg * T:
                 raise ValueError(f"--inputs {k!r} has {len(v) // T} segments, --segments asks for {n_seg}")
             data[k] = v[: n_seg * T]
+        if n_seg * T > MAX_LAVA_STEPS:
+            raise UsageError(f"{n_seg} segments x {T} timesteps: more than {MAX_LAVA_STEPS:,} Lava steps")
         rng = np.random.default_rng(args.seed)
+        missing = [p for p in br.input_ports if p not in data]
+        check_memory(sum(8.0 * n_seg * T * float(np.prod(ports[p])) for p in missing), "the built-in inputs")
         for p in br.input_ports:
             if p in data:
                 continue
@@ -148,7 +180,8 @@ def _run(args) -> int:
         print(br.fixed.summary())
         print(describe_quantization(res.quantization))
     if args.json:
-        args.json.write_text(
+        write_text_atomic(
+            args.json,
             json.dumps(
                 {
                     "rates": res.spike_rates(),

@@ -49,16 +49,24 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     bad = tmp_path / "x.nir"
     bad.write_text("hello")
     r = _cli(bad)
-    assert r.returncode == 2 and "not a readable NIR file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "not a readable NIR file" in r.stderr and "Traceback" not in r.stderr
     g = build_contract_graph(channels=(4,), blocks=(1,))
     g.nodes["layer1.0.out"] = nir.Threshold(threshold=np.ones((4, 8, 8)))
     p = tmp_path / "unsup.nir"
     nir.write(str(p), g)
     r = _cli(p)
-    assert r.returncode == 2 and "'layer1.0.out'" in r.stderr and "Threshold" in r.stderr
+    assert r.returncode == 1 and "'layer1.0.out'" in r.stderr and "Threshold" in r.stderr
     good = tmp_path / "g.nir"
     nir.write(str(good), build_contract_graph(channels=(4,), blocks=(1,)))
     np.savez(tmp_path / "wrong.npz", residual_in=np.zeros((3, 3, 8, 8)))
     r = _cli(good, "--inputs", tmp_path / "wrong.npz")
-    assert r.returncode == 2 and "residual_in" in r.stderr and "expected" in r.stderr
+    assert r.returncode == 1 and "residual_in" in r.stderr and "expected" in r.stderr
     assert "Traceback" not in r.stderr
+    for argv, message in [  # usage errors: exit 2 before anything starts
+        ((good, "--json", good), "is also an input"),
+        ((good, "--timesteps", "0"), "--timesteps 0: must be >= 1"),
+        ((good, "--timesteps", "100000000000"), "--timesteps 100000000000: must be"),
+        ((tmp_path / "missing.nir",), "no such file"),
+    ]:
+        r = _cli(*argv)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (argv, r.stderr)
