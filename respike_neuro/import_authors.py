@@ -21,7 +21,6 @@ tests/test_import_authors.py, and `benchmarks/authors_equivalence.py` against th
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ from respike_neuro.checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
-from respike_neuro.cli import guarded
+from respike_neuro.cli import ArgumentParser, check_input_file, check_number, check_output_file, guarded
 from respike_neuro.config import ModelConfig
 
 # published commands: train_fusion.py -T 16 --stride 4 --downsample (224^2 crops); train_kinetics.py
@@ -204,8 +203,6 @@ def import_authors(
             "28x28) is not a model this project has; only their --downsample network (both published "
             "commands) can be imported"
         )
-    if out.resolve() == src.resolve():
-        raise CheckpointError(f"output {out} is the input file; choose another path")
     named = AUTHORS_FILE_NAME.fullmatch(src.name)
     run = {
         "frames": frames or PUBLISHED["frames"],
@@ -234,7 +231,7 @@ def import_authors(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m respike_neuro.import_authors",
         description="Convert a state_dict saved by the authors' ReSpike code (train_fusion.py / "
         "train_kinetics.py) into a respike_neuro checkpoint for export, evaluation and Lava.",
@@ -250,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class-names", type=Path, default=None,
                         help="text file with one class name per line, in label order (default: 0..K-1)")
     args = parser.parse_args(argv)
-    for name in ("stride", "frames", "resolution"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be >= 1, got {value}")
-    if args.out.exists() and args.out.is_dir():
-        parser.error(f"--out {args.out} is a directory; give a file path")
 
     def body() -> int:
+        for name in ("stride", "frames", "resolution"):
+            check_number(getattr(args, name), f"--{name}", minimum=1)
+        check_input_file(args.src, "src")
+        if args.class_names is not None:
+            check_input_file(args.class_names, "--class-names")
+        check_output_file(args.out, "--out", inputs=(args.src, args.class_names))
         names = None
         if args.class_names is not None:
             names = [line.strip() for line in args.class_names.read_text().splitlines() if line.strip()]

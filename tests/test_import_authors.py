@@ -106,17 +106,17 @@ def test_bad_files_get_one_clear_error_and_nothing_is_written(tmp_path, capsys):
 def test_refusals(tmp_path, capsys):
     _, _, src = _authors_file(tmp_path)
     before = src.read_bytes()
-    assert main([str(src), "-o", str(src)]) == 1
-    assert "is the input file" in capsys.readouterr().err and src.read_bytes() == before
+    assert main([str(src), "-o", str(src)]) == 2
+    assert "is also an input" in capsys.readouterr().err and src.read_bytes() == before
     assert main([str(src), "-o", str(tmp_path / "o.pt"), "--downsample", "0"]) == 1
     assert "without --downsample" in capsys.readouterr().err
     renamed = tmp_path / "ucf101-resnet50-4-0.0001-pretrained.pth"
     renamed.write_bytes(before)
     assert main([str(renamed), "-o", str(tmp_path / "o.pt"), "--frames", "8", "--resolution", "64"]) == 1
     assert "names resnet50 but its tensors are a resnet18" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main([str(src), "-o", str(tmp_path / "o.pt"), "--stride", "0"])
-    assert exc.value.code == 2
+    assert main([str(src), "-o", str(tmp_path / "o.pt"), "--stride", "0"]) == 2
+    assert "--stride 0: must be >= 1" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.pth"), "-o", str(tmp_path / "o.pt")]) == 2
     assert not (tmp_path / "o.pt").exists()
 
 
