@@ -140,7 +140,9 @@ def trial(
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.3 if left else 0.0)
+        deadline = time.monotonic() + grace
+        while left and session_pids(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         reader.join(5)
         p.stdout.close()
         for n in new_shm:

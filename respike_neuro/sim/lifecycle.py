@@ -9,7 +9,9 @@ main process hangs) and in every child (one traceback each).
 What this module adds (LavaSpikingBranch uses it, so every entry point that starts Lava gets it):
 - children forked while a runtime starts die with the thread that forked them (PR_SET_PDEATHSIG =
   SIGKILL: even a SIGKILLed parent takes them along; Python's resource tracker then unlinks the
-  segments), ignore SIGINT (the parent stops them: no tracebacks) and take SIGTERM's default action;
+  segments) and ignore SIGINT, SIGTERM and SIGHUP: the main process alone decides and kills them
+  (a child that died of a group signal mid start-up would leave Lava's start-up waiting forever
+  for its answer, and print a traceback on Ctrl-C);
 - SIGINT, SIGTERM and SIGHUP are deferred across start-up (and a clean stop) and raised right after
   it, once the runtime is consistent enough to be torn down; a second one raises at once; a start-up
   that does not finish within its timeout raises StartupTimeout;
@@ -96,9 +98,8 @@ def _in_child() -> None:
         return
     _forking.active = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for s in TERMINATING:
-            signal.signal(s, signal.SIG_DFL)
+        for s in DEFERRED:
+            signal.signal(s, signal.SIG_IGN)
         # the death signal fires when the forking *thread* ends: only safe for forks from the main thread
         prctl = _prctl() if _forking.from_main and sys.platform.startswith("linux") else None
         if prctl is not None:

@@ -508,18 +508,15 @@ class LavaSpikingBranch:
         forked but not yet registered with Lava would make multiprocessing's exit handler wait forever)."""
         infra = getattr(rt, "_messaging_infrastructure", None)
         actors = list(getattr(infra, "actors", []) or [])
-        for a in actors:
+        for a in actors:  # SIGKILL: they ignore SIGTERM (lifecycle.py) and hold nothing worth flushing
             try:
                 if a.is_alive():
-                    a.terminate()
+                    a.kill()
             except Exception:
                 pass
         for a in actors:  # reap them (Lava's SystemProcess.join takes no timeout: use Process.join)
             try:
                 mp.Process.join(a, 5)
-                if a.is_alive():
-                    a.kill()
-                    mp.Process.join(a, 5)
             except Exception:
                 pass
         smm = getattr(infra, "smm", None)
