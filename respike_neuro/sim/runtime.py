@@ -492,9 +492,13 @@ class LavaSpikingBranch:
         """Stop Lava after a failure; terminate its processes if a clean stop does not finish quickly."""
         self._broken = True
         rt = self._runtime()
-        # Lava processes may be blocked on host I/O mid-step, where a clean stop() never returns
-        self._kill(rt, self._forked)
-        self._release_signals()
+        # Lava processes may be blocked on host I/O mid-step, where a clean stop() never returns; a
+        # second Ctrl-C/SIGTERM must not cut the teardown short: held until it is done
+        try:
+            with lifecycle.deferred_signals():
+                self._kill(rt, self._forked)
+        finally:
+            self._release_signals()  # after the held handlers are back: it restores the ones before
 
     def _release_signals(self) -> None:
         if self._holds_signals:
@@ -554,11 +558,11 @@ class LavaSpikingBranch:
         if not self._started or self._broken:
             return
         # a signal in the middle of the stop would leave it half-done: held, raised once it is done
-        with lifecycle.deferred_signals():
-            try:
+        try:
+            with lifecycle.deferred_signals():
                 self._stop()
-            finally:
-                self._release_signals()
+        finally:
+            self._release_signals()
 
     def _stop(self) -> None:
         if not self._ran:  # nothing to flush, and Lava 0.10's stop() blocks on a never-run runtime

@@ -114,3 +114,12 @@ def test_startup_timeout_stops_everything(children):
     assert children() == []
     with pytest.raises(ValueError, match="startup_timeout"):
         LavaSpikingBranch(_graph(), startup_timeout=0)
+
+
+def test_closed_runtime_gives_signals_back(children):
+    with LavaSpikingBranch(_graph()) as br:
+        br.run_segment(np.zeros((T, 3, 16, 16)), host=lambda s, t, f: f)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert children() == []
