@@ -321,4 +321,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from respike_neuro.cli import guarded
+
+    # Ctrl-C: one line and 130; SIGTERM while Lava runs: one line and 143 (Lava stopped, nothing left)
+    sys.exit(guarded(main, errors=()))

@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn
 
+from respike_neuro.sim.lifecycle import Terminated
+
+from respike_neuro.sim.lifecycle import Terminated
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, `prog: error: message`, exit status 2 (argparse's
@@ -32,12 +36,16 @@ def guarded(
 ) -> int:
     """Run a CLI's body: a UsageError becomes one line and exit 2, an expected error one line
     `prefix: message` and exit `status`, running out of memory one line and 1, Ctrl-C one line and
-    130; anything else is a bug and keeps its traceback."""
+    130, SIGTERM/SIGHUP while Lava runs (sim/lifecycle.py) one line and 128 + signal number;
+    anything else is a bug and keeps its traceback."""
     try:
         return body()
     except KeyboardInterrupt:
         print(f"{prefix}: {interrupted}", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"{prefix}: {stop}", file=sys.stderr)
+        return int(stop.code)
     except UsageError as err:
         print(f"{prefix}: {one_line(err)}", file=sys.stderr)
         return 2

@@ -15,6 +15,9 @@ Lava steps. Per step the host walks the ports in topological order: send inputs,
 
 Failures (exception in a host callback, bad shapes, Ctrl-C, a step that does not complete within
 `step_timeout`) stop the Lava runtime; if Lava cannot be stopped cleanly its processes are terminated.
+Signals (lifecycle.py): Lava's children die with this process, SIGINT/SIGTERM during start-up are held
+until the runtime can be torn down, SIGTERM during a run raises `Terminated` (exit 143 in the CLIs), and
+the runtime's /dev/shm segments are unlinked on every way out.
 
 Backends: "cpu" (Lava's CPU simulation), "loihi2" (Intel's hardware run configuration, when its
 backend is installed) and "emulator": no Lava processes; the numpy executor (sim/executor.py) runs
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from respike_neuro.sim import lifecycle
 from respike_neuro.sim.kernels import from_lava, to_lava
 from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
@@ -111,6 +115,8 @@ class LavaSpikingBranch:
     formats (a quantisation-aware fine-tuned model, respike_neuro/qat.py).
     weight_bits: fixed mode: weight mantissa bits (default: the width such a graph was fine-tuned for,
     else 8 = Loihi 2's synapse width; up to 16 on the emulator backend, for diagnosis).
+    startup_timeout: seconds Lava may take to fork and build its processes before StartupTimeout
+    (a killed child otherwise leaves the start-up waiting forever).
     """
 
     def __init__(
@@ -128,6 +134,7 @@ class LavaSpikingBranch:
         step_timeout: float = 60.0,
         sparse_threshold: float = 0.1,
         weight_bits: int | None = None,
+        startup_timeout: float = 300.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -150,6 +157,9 @@ class LavaSpikingBranch:
         self.timesteps = int(timesteps)
         self.mode, self.backend, self.fast_models = mode, backend, fast_models
         self.step_timeout = float(step_timeout)
+        if not startup_timeout > 0:
+            raise ValueError(f"startup_timeout must be > 0 s, got {startup_timeout!r}")
+        self.startup_timeout = float(startup_timeout)
         self.fixed = None
         self.weight_bits = MAX_WEIGHT_BITS
         if mode == "fixed":
@@ -181,6 +191,8 @@ class LavaSpikingBranch:
         self._ran = False  # a run was issued: Lava's clean stop() only returns after one
         self._closed = False
         self._broken = False
+        self._holds_signals = False  # this runtime counts in lifecycle's SIGTERM handling
+        self._forked: list = []  # multiprocessing children forked by this runtime's start-up
         self.startup_s = 0.0
 
     @property
@@ -457,11 +469,19 @@ class LavaSpikingBranch:
         if self._started or self.net is None:
             return
         t0 = time.perf_counter()
+        lifecycle.track(self)
+        lifecycle.acquire_lifetime()
+        self._holds_signals = True
+        startup = None
         try:
-            self.net.anchor.create_runtime(run_cfg=self.net.run_cfg)
+            # a signal inside Lava's start-up would leave it half-built: held, raised once it is built
+            with lifecycle.deferred_signals(self.startup_timeout, forks=True) as startup:
+                self.net.anchor.create_runtime(run_cfg=self.net.run_cfg)
         except BaseException:
+            self._forked = startup.children if startup is not None else []
             self._abort()
             raise
+        self._forked = startup.children
         self._started = True
         self.startup_s = time.perf_counter() - t0
 
@@ -472,34 +492,58 @@ class LavaSpikingBranch:
         """Stop Lava after a failure; terminate its processes if a clean stop does not finish quickly."""
         self._broken = True
         rt = self._runtime()
-        if rt is not None:
-            # Lava processes may be blocked on host I/O mid-step, where a clean stop() never returns
-            self._kill(rt)
+        # Lava processes may be blocked on host I/O mid-step, where a clean stop() never returns; a
+        # second Ctrl-C/SIGTERM must not cut the teardown short: held until it is done
+        try:
+            with lifecycle.deferred_signals():
+                self._kill(rt, self._forked)
+        finally:
+            self._release_signals()  # after the held handlers are back: it restores the ones before
+
+    def _release_signals(self) -> None:
+        if self._holds_signals:
+            self._holds_signals = False
+            lifecycle.release_lifetime()
 
     @staticmethod
-    def _kill(rt) -> None:
+    def _kill(rt, forked: list | tuple = ()) -> None:
+        """Terminate Lava's processes, shut its shared-memory manager down (it unlinks the /dev/shm
+        segments), unlink any segment it could not, and reap every child the start-up forked (a child
+        forked but not yet registered with Lava would make multiprocessing's exit handler wait forever)."""
         infra = getattr(rt, "_messaging_infrastructure", None)
         actors = list(getattr(infra, "actors", []) or [])
-        for a in actors:
+        for a in actors:  # SIGKILL: they ignore SIGTERM (lifecycle.py) and hold nothing worth flushing
             try:
                 if a.is_alive():
-                    a.terminate()
+                    a.kill()
             except Exception:
                 pass
         for a in actors:  # reap them (Lava's SystemProcess.join takes no timeout: use Process.join)
             try:
                 mp.Process.join(a, 5)
-                if a.is_alive():
-                    a.kill()
-                    mp.Process.join(a, 5)
             except Exception:
                 pass
         smm = getattr(infra, "smm", None)
+        handles = list(getattr(smm, "_shared_memory_handles", []) or [])
         if smm is not None:
             try:
                 smm.shutdown()
             except Exception:
                 pass
+        for h in handles:  # a manager that died first (or never answered) unlinked nothing
+            try:
+                h.unlink()
+            except Exception:
+                pass
+        for p in forked:
+            try:
+                if p.is_alive():
+                    p.kill()
+                mp.Process.join(p, 5)
+            except Exception:
+                pass
+        if rt is None:
+            return
         try:
             rt._is_started = False
             rt._is_running = False
@@ -513,25 +557,29 @@ class LavaSpikingBranch:
         self._closed = True
         if not self._started or self._broken:
             return
+        # a signal in the middle of the stop would leave it half-done: held, raised once it is done
+        try:
+            with lifecycle.deferred_signals():
+                self._stop()
+        finally:
+            self._release_signals()
+
+    def _stop(self) -> None:
         if not self._ran:  # nothing to flush, and Lava 0.10's stop() blocks on a never-run runtime
-            rt = self._runtime()
-            if rt is not None:
-                self._kill(rt)
+            self._kill(self._runtime(), self._forked)
             return
         done = threading.Event()
 
-        def _stop():
+        def lava_stop() -> None:
             try:
                 self.net.anchor.stop()
             finally:
                 done.set()
 
-        th = threading.Thread(target=_stop, daemon=True)
+        th = threading.Thread(target=lava_stop, daemon=True)
         th.start()
         if not done.wait(timeout=max(10.0, self.step_timeout)):
-            rt = self._runtime()
-            if rt is not None:
-                self._kill(rt)
+            self._kill(self._runtime(), self._forked)
 
     def __enter__(self) -> LavaSpikingBranch:
         return self
