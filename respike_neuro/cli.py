@@ -14,8 +14,6 @@ from typing import NoReturn
 
 from respike_neuro.sim.lifecycle import Terminated
 
-from respike_neuro.sim.lifecycle import Terminated
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, `prog: error: message`, exit status 2 (argparse's
