@@ -36,7 +36,7 @@ def _script(name: str, path: str):
 
 
 def _mains() -> dict[str, Callable[[list[str]], int]]:
-    from respike_neuro import evaluate, qat, summary, train
+    from respike_neuro import evaluate, import_authors, qat, summary, train
     from respike_neuro.sim import cli as run_lava
 
     to_nir = _script("respike_fuzz_to_nir", "export/to_nir.py")
@@ -44,6 +44,7 @@ def _mains() -> dict[str, Callable[[list[str]], int]]:
     return {
         "train": train.main, "evaluate": evaluate.main, "summary": summary.main, "qat": qat.main,
         "run_lava": run_lava.main, "to_nir": to_nir.main, "hybrid_demo": demo.main,
+        "import_authors": import_authors.main,
     }
 
 
@@ -95,6 +96,7 @@ def ws(tmp_path_factory) -> Path:
     for name, text in (("best.pt", "weights"), ("metrics.jsonl", '{"kind": "epoch"}\n'), ("test_results.json", "{}")):
         (run / name).write_text(text)
     _wide_video(d / "wide.mkv")
+    torch.save({"snn_backbone.conv1.weight": torch.zeros(8, 3, 3, 3)}, d / "authors.pth")  # partial
     return d
 
 
@@ -178,6 +180,15 @@ CASES: list[tuple[str, str, list[str], int, str]] = [
     ("demo-device-meta", "hybrid_demo", ["{ws}/ok.pt", "--device", "meta"], 2, "not a device"),
     ("demo-missing-video", "hybrid_demo", ["{ws}/ok.pt", "--video", "{ws}/none.mp4"], 2, "no such file"),
     ("demo-wide-video", "hybrid_demo", ["{ws}/ok.pt", "--video", "{ws}/wide.mkv"], 1, "per-clip budget"),
+    ("eval-authors-file", "evaluate", ["{ws}/authors.pth", "--out", "{ws}/o5"], 1, "import_authors"),
+    ("to_nir-authors-file", "to_nir", ["{ws}/authors.pth", "-o", "{ws}/a.nir"], 1, "python -m respike_neuro.import_authors"),
+    ("import-partial", "import_authors", ["{ws}/authors.pth", "-o", "{ws}/i.pt"], 1, "missing"),
+    ("import-out-is-input", "import_authors", ["{ws}/authors.pth", "-o", "{ws}/authors.pth"], 2, "is also an input"),
+    ("import-checkpoint", "import_authors", ["{ws}/ok.pt", "-o", "{ws}/i.pt"], 1, "already a respike_neuro checkpoint"),
+    ("import-random-bytes", "import_authors", ["{ws}/random.bin", "-o", "{ws}/i.pt"], 1, "not a readable torch file"),
+    ("import-stride-0", "import_authors", ["{ws}/authors.pth", "-o", "{ws}/i.pt", "--stride", "0"], 2, "--stride 0"),
+    ("import-downsample-0", "import_authors", ["{ws}/authors.pth", "-o", "{ws}/i.pt", "--downsample", "0"], 1,
+     "without --downsample"),
 ]
 
 
