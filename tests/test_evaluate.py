@@ -159,4 +159,4 @@ def test_cli_evaluates_the_deployed_model(tmp_path, capsys):
     assert res["deployment"]["calibration"] == "2 clips of the synthetic validation split"
     assert res["num_clips"] == 6 and 0.0 <= res["top1_agreement_with_pytorch"] <= 1.0
     assert main([*common, "--deploy", "fixed", "--calibration-clips", "0"]) == 2
-    assert "--calibration-clips must be >= 1" in capsys.readouterr().err
+    assert "--calibration-clips 0: must be >= 1" in capsys.readouterr().err

@@ -31,10 +31,12 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 
 DEFERRED = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 TERMINATING = tuple(s for s in DEFERRED if s != signal.SIGINT)
@@ -172,6 +174,42 @@ def release_lifetime() -> None:
         _saved_handlers.clear()
 
 
+def child_pids() -> set[int]:
+    """PIDs of this process's children (Linux /proc; empty elsewhere), except Python's resource
+    tracker, which outlives every runtime and unlinks what a killed child leaves."""
+    me, pids = os.getpid(), set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for d in entries:
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        pids.add(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return pids - {tracker}
+
+
+def kill_and_reap(pid: int, timeout: float = 5.0) -> None:
+    """SIGKILL a child and wait (at most `timeout` s) until it is reaped."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] or time.monotonic() > deadline:
+                return
+        except ChildProcessError:  # reaped already (or not ours)
+            return
+        time.sleep(0.01)
+
+
 @dataclass
 class Deferred:
     """What happened inside `deferred_signals`: signals received, children forked there."""
@@ -179,6 +217,9 @@ class Deferred:
     received: list[int] = field(default_factory=list)
     timed_out: bool = False
     children: list = field(default_factory=list)  # multiprocessing.Process objects started inside
+    # forked inside but unknown to multiprocessing: a signal landed between os.fork and the
+    # bookkeeping of Process.start, so nobody else would ever kill or reap them
+    stray_pids: list[int] = field(default_factory=list)
 
 
 @contextmanager
@@ -190,6 +231,7 @@ def deferred_signals(timeout: float | None = None, *, forks: bool = False) -> It
     state = Deferred()
     main = _in_main_thread()
     before = set(mp.active_children()) if forks else set()
+    before_pids = child_pids() if forks else set()
     saved: dict[int, object] = {}
     main_ident = threading.get_ident()
     timer = None
@@ -230,6 +272,8 @@ def deferred_signals(timeout: float | None = None, *, forks: bool = False) -> It
         if forks:
             _forking.active -= 1
             state.children = [p for p in mp.active_children() if p not in before]
+            known = {p.pid for p in state.children}
+            state.stray_pids = sorted(child_pids() - before_pids - known)
         done.set()
         if timer is not None:
             timer.join()

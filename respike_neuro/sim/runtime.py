@@ -171,17 +171,24 @@ class LavaSpikingBranch:
                 weight_bits = pinned_weight_bits(self.plan.metadata) or MAX_WEIGHT_BITS
             self.weight_bits = int(weight_bits)
             self.fixed = plan_fixed_point(
-                self.plan, self.timesteps, calibration=None if pinned else calibration,
-                weight_bits=self.weight_bits, frac_bits=pinned,
+                self.plan,
+                self.timesteps,
+                calibration=None if pinned else calibration,
+                weight_bits=self.weight_bits,
+                frac_bits=pinned,
             )
-        self.net = None if backend == "emulator" else build_network(
-            self.plan,
-            timesteps=self.timesteps,
-            mode=mode,
-            fast_models=fast_models,
-            record_spikes=record_spikes,
-            fixed=self.fixed,
-            sparse_threshold=sparse_threshold,
+        self.net = (
+            None
+            if backend == "emulator"
+            else build_network(
+                self.plan,
+                timesteps=self.timesteps,
+                mode=mode,
+                fast_models=fast_models,
+                record_spikes=record_spikes,
+                fixed=self.fixed,
+                sparse_threshold=sparse_threshold,
+            )
         )
         if backend == "loihi2":
             if mode != "fixed":
@@ -192,7 +199,7 @@ class LavaSpikingBranch:
         self._closed = False
         self._broken = False
         self._holds_signals = False  # this runtime counts in lifecycle's SIGTERM handling
-        self._forked: list = []  # multiprocessing children forked by this runtime's start-up
+        self._startup: lifecycle.Deferred | None = None  # what this runtime's start-up forked
         self.startup_s = 0.0
 
     @property
@@ -344,8 +351,14 @@ class LavaSpikingBranch:
         em = run_plan(plan, data, self.timesteps, host=checked if host else None, fixed=self.fixed)
         wall = time.perf_counter() - t0
         n = len(next(iter(data.values())))  # logical steps (residual_in is always given)
-        timings = {"steps": float(n), "wall_s": wall, "ms_per_step": 1e3 * wall / n,
-                   "host_callback_s": host_s, "startup_s": 0.0, "n_processes": 0.0}
+        timings = {
+            "steps": float(n),
+            "wall_s": wall,
+            "ms_per_step": 1e3 * wall / n,
+            "host_callback_s": host_s,
+            "startup_s": 0.0,
+            "n_processes": 0.0,
+        }
         lat = {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}
         res = SegmentResult(em.outputs, em.spikes, em.host_inputs, lat, timings)
         if self.fixed is not None:
@@ -478,10 +491,10 @@ class LavaSpikingBranch:
             with lifecycle.deferred_signals(self.startup_timeout, forks=True) as startup:
                 self.net.anchor.create_runtime(run_cfg=self.net.run_cfg)
         except BaseException:
-            self._forked = startup.children if startup is not None else []
+            self._startup = startup
             self._abort()
             raise
-        self._forked = startup.children
+        self._startup = startup
         self._started = True
         self.startup_s = time.perf_counter() - t0
 
@@ -496,7 +509,7 @@ class LavaSpikingBranch:
         # second Ctrl-C/SIGTERM must not cut the teardown short: held until it is done
         try:
             with lifecycle.deferred_signals():
-                self._kill(rt, self._forked)
+                self._kill(rt, self._startup)
         finally:
             self._release_signals()  # after the held handlers are back: it restores the ones before
 
@@ -506,7 +519,7 @@ class LavaSpikingBranch:
             lifecycle.release_lifetime()
 
     @staticmethod
-    def _kill(rt, forked: list | tuple = ()) -> None:
+    def _kill(rt, startup: lifecycle.Deferred | None = None) -> None:
         """Terminate Lava's processes, shut its shared-memory manager down (it unlinks the /dev/shm
         segments), unlink any segment it could not, and reap every child the start-up forked (a child
         forked but not yet registered with Lava would make multiprocessing's exit handler wait forever)."""
@@ -535,13 +548,15 @@ class LavaSpikingBranch:
                 h.unlink()
             except Exception:
                 pass
-        for p in forked:
+        for p in startup.children if startup is not None else ():
             try:
                 if p.is_alive():
                     p.kill()
                 mp.Process.join(p, 5)
             except Exception:
                 pass
+        for pid in startup.stray_pids if startup is not None else ():
+            lifecycle.kill_and_reap(pid)
         if rt is None:
             return
         try:
@@ -566,7 +581,7 @@ class LavaSpikingBranch:
 
     def _stop(self) -> None:
         if not self._ran:  # nothing to flush, and Lava 0.10's stop() blocks on a never-run runtime
-            self._kill(self._runtime(), self._forked)
+            self._kill(self._runtime(), self._startup)
             return
         done = threading.Event()
 
@@ -579,7 +594,7 @@ class LavaSpikingBranch:
         th = threading.Thread(target=lava_stop, daemon=True)
         th.start()
         if not done.wait(timeout=max(10.0, self.step_timeout)):
-            self._kill(self._runtime(), self._forked)
+            self._kill(self._runtime(), self._startup)
 
     def __enter__(self) -> LavaSpikingBranch:
         return self

@@ -116,6 +116,22 @@ def test_startup_timeout_stops_everything(children):
         LavaSpikingBranch(_graph(), startup_timeout=0)
 
 
+def test_child_forked_behind_multiprocessings_back_is_killed_and_reaped(children):
+    """A signal between os.fork and Process.start's bookkeeping leaves a child multiprocessing does not
+    know (seen on a slow CI machine after a start-up timeout): the start-up records it, _kill reaps it."""
+    with lifecycle.deferred_signals(forks=True) as startup:
+        pid = os.fork()
+        if pid == 0:  # the child: wait to be killed
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+            while True:
+                signal.pause()
+    assert startup.stray_pids == [pid] and startup.children == []
+    LavaSpikingBranch._kill(None, startup)
+    assert children() == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_closed_runtime_gives_signals_back(children):
     with LavaSpikingBranch(_graph()) as br:
         br.run_segment(np.zeros((T, 3, 16, 16)), host=lambda s, t, f: f)
