@@ -46,8 +46,8 @@ from respike_neuro.checkpoint import CheckpointError, check_state_dict, load_che
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
 from respike_neuro.sim.fixed_point import pinned_frac_bits
+from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.plan import PlanError, load_graph, meta_value
-from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments

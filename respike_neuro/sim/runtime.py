@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from respike_neuro.graph import stage_of
 from respike_neuro.sim import lifecycle
 from respike_neuro.sim.kernels import from_lava, to_lava
+from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
-from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 
 HostFn = Callable[[int, int, np.ndarray], np.ndarray]
 BACKENDS = ("cpu", "loihi2", "emulator")
@@ -74,11 +74,6 @@ def describe_quantization(q: dict) -> str:
         else f"run on the {q.get('engine', 'emulator')} backend (no Lava)"
     )
     return f"saturated values {q['saturated_total']}; {check}"
-
-
-def _stage_of(port: str) -> int:
-    m = re.fullmatch(r"stage(\d+)_(?:out|in)", port)
-    return int(m.group(1)) if m else -1
 
 
 def loihi2_backend_available() -> bool:
@@ -401,7 +396,7 @@ class LavaSpikingBranch:
         return out
 
     def _call_host(self, host, port, t, y, target) -> np.ndarray:
-        x = host(_stage_of(port), t, y.copy())
+        x = host(stage_of(port), t, y.copy())
         x = np.asarray(x, dtype=np.float64)
         want = self.plan.units[target].shape
         if x.shape != want:
