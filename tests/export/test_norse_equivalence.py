@@ -46,26 +46,18 @@ def lively_model(architecture: str, *, width: int = 8, seed: int = 0) -> nn.Modu
 
 
 def residual_clip(seed: int) -> torch.Tensor:
-    """Real residual frames when the synthetic dataset exists, else a seeded smoothly drifting clip."""
-    try:
-        from respike_neuro.data import synthetic  # noqa: F401
-    except ImportError:
-        synthetic = None
-    if synthetic is not None:
-        import importlib.util
-        from pathlib import Path
+    """A real clip: export/to_nir.py's built-in synthetic test clip (the one its --validate runs)."""
+    import importlib.util
+    from pathlib import Path
 
-        spec = importlib.util.spec_from_file_location(
-            "to_nir_cli", Path(__file__).resolve().parents[2] / "export" / "to_nir.py"
-        )
-        cli = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cli)
-        clip, source = cli.builtin_clip(small(), seed)
-        if source == "synthetic dataset":
-            return clip
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randn(1, 1, 3, 64, 64, generator=g)
-    return base + 0.4 * torch.randn(1, 8, 3, 64, 64, generator=g).cumsum(1)
+    spec = importlib.util.spec_from_file_location(
+        "to_nir_cli", Path(__file__).resolve().parents[2] / "export" / "to_nir.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    clip, source = cli.builtin_clip(small(), seed)
+    assert source.startswith("synthetic test clip"), source
+    return clip
 
 
 @pytest.fixture(scope="module", params=["hybrid", "snn"])
