@@ -66,6 +66,10 @@ def _load_videofixtures():
     return sys.modules[name]
 
 
+# helpers shared by test modules (tests/shared/): `from respike_tests_helpers import ...`
+sys.path.insert(0, str(Path(__file__).parent / "shared"))
+
+
 @pytest.fixture(scope="session")
 def vf():
     """The videofixtures module (writers, layout builders, expected names)."""

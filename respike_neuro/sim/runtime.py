@@ -97,7 +97,7 @@ def _loihi2_run_cfg(net):
     return Loihi2HwCfg(select_tag="fixed_pt", exception_proc_model_map=keep)
 
 
-class LavaSpikingBranch:
+class LavaSpikingBranch(lifecycle.ClosedOnExit):
     """A NIR spiking branch compiled to Lava, run segment by segment with optional host callbacks.
 
     graph: nir.NIRGraph or path. mode: "float" or "fixed" (Loihi 2 widths). backend: "cpu" (Lava's
@@ -575,15 +575,3 @@ class LavaSpikingBranch:
         th.start()
         if not done.wait(timeout=max(10.0, self.step_timeout)):
             self._kill(self._runtime(), self._forked)
-
-    def __enter__(self) -> LavaSpikingBranch:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
