@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 RUN_DIR ?= runs/default
 
-.PHONY: setup run test lint
+.PHONY: setup run test test-fast lint
 
 setup:
 	bash scripts/setup.sh
@@ -13,6 +13,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+# the fast tier (under 3 minutes): no Lava processes, no long end-to-end runs (see tests/conftest.py)
+test-fast: setup
+	$(PY) -m pytest -q -m "not lava and not slow and not signals"
 
 lint: setup
 	.venv/bin/ruff check .

@@ -46,8 +46,9 @@ from respike_neuro.checkpoint import CheckpointError, check_state_dict, load_che
 from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
 from respike_neuro.sim.fixed_point import pinned_frac_bits
+from respike_neuro.sim.lifecycle import ClosedOnExit
+from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.plan import PlanError, load_graph, meta_value
-from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
@@ -169,7 +170,7 @@ def sequence_logits(model: ReSpike, x4: torch.Tensor, ctx: HostContext, batch: i
     return model.classify(ctx.ann_vec, snn_vec).view(batch, -1, model.cfg.num_classes)
 
 
-class HybridBridge:
+class HybridBridge(ClosedOnExit):
     """Checkpoint (+ its NIR export) -> host model + Lava spiking branch, streaming clips through both.
 
     checkpoint: path of a training checkpoint. nir: the exported spiking branch (export/to_nir.py); when
@@ -552,18 +553,6 @@ class HybridBridge:
         sp = getattr(self, "spiking", None)
         if sp is not None:
             sp.close()
-
-    def __enter__(self) -> HybridBridge:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 __all__ += ["PlanError", "CheckpointError", "load_host_model"]

@@ -27,7 +27,6 @@ own weights reproduce its mantissas and training moves them on Loihi's grid.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,11 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from respike_neuro.graph import stage_port
+from respike_neuro.sim.loihi import ACT_SHIFT, DECAY_UNITY, DS_OFFSET, STATE_LIMIT, VTH_SHIFT
+
 if TYPE_CHECKING:  # type hints only: importing the fixed-point planner would import Lava
     from respike_neuro.sim.fixed_point import FixedPointPlan
     from respike_neuro.sim.plan import Plan
 
-INT24 = float(1 << 23)
+INT24 = float(STATE_LIMIT)
 # (stage k, stage-k output (T, S, C, h, w)) -> the next stage's input, same layout
 HostBatchFn = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -61,10 +63,10 @@ def _spike(v: torch.Tensor, vth: float, scale: float, alpha: float) -> torch.Ten
 
 
 def _stage(port: str) -> int:
-    m = re.fullmatch(r"stage(\d+)_out", port)
-    if m is None:
+    sp = stage_port(port)
+    if sp is None or sp[1] != "out":
         raise ValueError(f"host-fed ports must be computed from a stage<k>_out port, got {port!r}")
-    return int(m.group(1))
+    return sp[0]
 
 
 class TorchPlanEmulator:
@@ -204,18 +206,19 @@ class TorchPlanEmulator:
                 v = v.masked_fill(v > u_.theta, 0.0)
             return torch.stack(out)
         q = self.fixed.lifs[key]
-        keep_v, vth = float(4096 - q.dv), float(q.vth << 6)
-        v_scale = 64.0 * 2.0 ** self.fixed.frac_bits[key + "#in"]  # integer v per real unit
+        keep_v, vth = float(DECAY_UNITY - q.dv), float(q.vth << VTH_SHIFT)
+        act = float(1 << ACT_SHIFT)
+        v_scale = act * 2.0 ** self.fixed.frac_bits[key + "#in"]  # integer v per real unit
         u = torch.zeros_like(a[0])
         bad = 0
         for t in range(a.shape[0]):
             # u: du = 4095 decays it fully; written as Lava computes it so other du stay exact
-            z = u * float(4096 - (q.du + 1)) / 4096.0
-            dc = _ste(torch.trunc(z), z) + a[t] * 64.0
+            z = u * float(DECAY_UNITY - (q.du + DS_OFFSET)) / float(DECAY_UNITY)
+            dc = _ste(torch.trunc(z), z) + a[t] * act
             bad += int(((dc > INT24) | (dc <= -INT24)).sum())
             u = torch.where(dc > INT24, dc - 2 * INT24, dc)
             u = torch.where(u <= -INT24, dc + 2 * INT24, u)
-            z = v * keep_v / 4096.0
+            z = v * keep_v / float(DECAY_UNITY)
             nv = _ste(torch.trunc(z), z) + u + bias
             bad += int(((nv > INT24 - 1) | (nv < -INT24 + 1)).sum())
             v = nv.clamp(-(INT24 - 1), INT24 - 1)

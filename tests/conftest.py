@@ -14,6 +14,20 @@ from pathlib import Path
 
 import pytest
 
+# ------------------------------------------------------------------------------------------- tiers
+# Markers (pyproject.toml): `lava` starts Lava processes (5-17 s each), `slow` is a long end-to-end run,
+# `signals` interrupts Lava runs. The fast tier is  pytest -m "not lava and not slow and not signals"
+# (make test-fast); `make test` runs everything.
+# A test that starts Lava asks for the `children` fixture (it must check that no process is left
+# behind), so the fixture is what marks it.
+LAVA_FIXTURES = frozenset({"children"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if LAVA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lava)
+
 
 def lava_children() -> list[int]:
     """PIDs of this process's children, ignoring Python's resource_tracker (lives for the whole run)."""
@@ -50,6 +64,10 @@ def _load_videofixtures():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+# helpers shared by test modules (tests/shared/): `from respike_tests_helpers import ...`
+sys.path.insert(0, str(Path(__file__).parent / "shared"))
 
 
 @pytest.fixture(scope="session")

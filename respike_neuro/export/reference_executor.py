@@ -29,13 +29,15 @@ NIRGraph nodes are not supported and raise NotImplementedError.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import nir
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from respike_neuro.graph import topological_order
 
 __all__ = ["ExecutionResult", "conv2d_nchw", "pool2d_nchw", "run_graph", "topological_order"]
 
@@ -136,46 +138,6 @@ def pool2d_nchw(
     if average:
         out /= kh * kw
     return out
-
-
-# --------------------------------------------------------------------------- graph structure
-
-
-def topological_order(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[str]:
-    """Kahn's order of the node keys (ties keep the given order); a cycle raises ValueError naming it."""
-    indeg = {k: 0 for k in nodes}
-    succ: dict[str, list[str]] = {k: [] for k in nodes}
-    for src, dst in edges:
-        for end in (src, dst):
-            if end not in indeg:
-                raise ValueError(f"edge ({src!r}, {dst!r}) names {end!r}, which is not a node of the graph")
-        succ[src].append(dst)
-        indeg[dst] += 1
-    ready = [k for k in nodes if indeg[k] == 0]
-    order: list[str] = []
-    while ready:
-        key = ready.pop(0)
-        order.append(key)
-        for nxt in succ[key]:
-            indeg[nxt] -= 1
-            if indeg[nxt] == 0:
-                ready.append(nxt)
-    if len(order) < len(indeg):
-        cycle = _find_cycle(indeg, edges)
-        raise ValueError(f"the graph has a cycle ({cycle}); recurrent edges are not supported")
-    return order
-
-
-def _find_cycle(indeg: Mapping[str, int], edges: Sequence[tuple[str, str]]) -> str:
-    """Walk predecessors inside the unsorted remainder (each has one there) until a node repeats."""
-    rest = {k for k, d in indeg.items() if d > 0}
-    pred = {dst: src for src, dst in edges if src in rest and dst in rest}
-    path, node = [], next(k for k in indeg if k in rest)
-    while node not in path:
-        path.append(node)
-        node = pred[node]
-    cycle = path[path.index(node) :][::-1]
-    return " -> ".join([*cycle, cycle[0]])
 
 
 # --------------------------------------------------------------------------- parameter parsing

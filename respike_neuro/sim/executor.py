@@ -9,11 +9,11 @@ logical time) with the SAME kernels and integer rules as the Lava ProcessModels,
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from respike_neuro.graph import stage_of
 from respike_neuro.sim.kernels import (
     ConvKernel,
     clamp_signed,
@@ -22,9 +22,8 @@ from respike_neuro.sim.kernels import (
     lava_conv_weight,
     to_lava,
 )
+from respike_neuro.sim.loihi import MAX_GRADED_BITS, lif_fire, lif_fixed_step, lif_float_integrate
 from respike_neuro.sim.plan import Plan
-
-INT24 = 1 << 23
 
 
 @dataclass
@@ -34,30 +33,6 @@ class PlanRun:
     host_inputs: dict[str, np.ndarray]
     ranges: dict[str, float] = field(default_factory=dict)  # unit (or 'lif#v') -> max |value|
     saturation: dict[str, int] = field(default_factory=dict)  # unit -> saturated entries
-
-
-def _stage(port: str) -> int:
-    m = re.fullmatch(r"stage(\d+)_(?:out|in)", port)
-    return int(m.group(1)) if m else -1
-
-
-def _lif_fixed_step(u, v, a, du, dv, eff_bias, vth):
-    """One step of Lava's PyLifResetModelBitAcc (lava/proc/lif/models.py), wrap/clip counted."""
-    dc = u.astype(np.int64) * (4096 - (du + 1))
-    dc = (np.sign(dc) * np.right_shift(np.abs(dc), 12)).astype(np.int64) + np.left_shift(
-        a.astype(np.int64), 6
-    )
-    wraps = int(np.count_nonzero((dc > INT24) | (dc <= -INT24)))
-    u = np.where(dc > INT24, dc - 2 * INT24, dc)
-    u = np.where(u <= -INT24, dc + 2 * INT24, u)
-    dvv = v.astype(np.int64) * (4096 - dv)
-    dvv = (np.sign(dvv) * np.right_shift(np.abs(dvv), 12)).astype(np.int64)
-    nv = dvv + u + eff_bias
-    clips = int(np.count_nonzero((nv > INT24 - 1) | (nv < -INT24 + 1)))
-    v = np.clip(nv, -INT24 + 1, INT24 - 1)
-    spk = v > (vth << 6)
-    v = np.where(spk, 0, v)
-    return u, v, spk, wraps + clips
 
 
 def run_plan(
@@ -127,11 +102,11 @@ def run_plan(
                     if host is None:
                         raise ValueError(f"no data for input port {key!r}")
                     src = plan.feeds[key]
-                    x = np.asarray(host(_stage(src), t, outs[src][t].copy()), dtype=np.float64)
+                    x = np.asarray(host(stage_of(src), t, outs[src][t].copy()), dtype=np.float64)
                     host_in[key][t] = x
                 if fixed:
                     q, c = clamp_signed(
-                        np.rint(to_lava(x) * 2.0 ** fixed.frac_bits[key]).astype(np.int64), 24
+                        np.rint(to_lava(x) * 2.0 ** fixed.frac_bits[key]).astype(np.int64), MAX_GRADED_BITS
                     )
                     sat[key] = sat.get(key, 0) + c
                     val[key] = q
@@ -151,22 +126,19 @@ def run_plan(
                 uu, vv = state[key]
                 if fixed:
                     q = fixed.lifs[key]
-                    uu, vv, spk, c = _lif_fixed_step(uu, vv, a, q.du, q.dv, lif_bias[key], q.vth)
+                    uu, vv, spk, c = lif_fixed_step(uu, vv, a, q.du, q.dv, lif_bias[key], q.vth)
                     sat[key] = sat.get(key, 0) + c
                 else:
-                    dv = 1.0 - u.beta
-                    uu = uu * 0.0 + a
-                    vv = vv * (1 - dv) + uu + lif_bias[key]
+                    lif_float_integrate(uu, vv, a, 1, 1.0 - u.beta, lif_bias[key])
                     note(key + "#in", uu + lif_bias[key])
                     note(key + "#v", vv)
-                    spk = vv > u.theta
-                    vv = np.where(spk, 0.0, vv)
+                    spk = lif_fire(vv, u.theta)
                 state[key] = (uu, vv)
                 y = spk.astype(np.int64 if fixed else np.float64)
                 spikes[key][t] = from_lava(spk)
             elif u.kind == "relay":
                 if fixed:
-                    y, c = clamp_signed(np.asarray(a, dtype=np.int64) + relay_bias[key], 24)
+                    y, c = clamp_signed(np.asarray(a, dtype=np.int64) + relay_bias[key], MAX_GRADED_BITS)
                     sat[key] = sat.get(key, 0) + c
                 else:
                     y = to_lava(u.scale) * (a + relay_bias[key])

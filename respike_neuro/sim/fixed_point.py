@@ -22,9 +22,8 @@ import numpy as np
 
 from respike_neuro.sim import quantization as qz
 from respike_neuro.sim.executor import run_plan
+from respike_neuro.sim.loihi import LIF_IN_BITS
 from respike_neuro.sim.plan import Plan, PlanError, meta_value
-
-LIF_IN_BITS = 18  # a_in << 6 must fit the 24-bit u: 17 magnitude bits + sign
 
 
 @dataclass

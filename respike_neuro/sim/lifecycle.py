@@ -283,3 +283,23 @@ def deferred_signals(timeout: float | None = None, *, forks: bool = False) -> It
         raise StartupTimeout(f"Lava's processes did not start within {timeout:g} s")
     if state.received:
         _raise_for(state.received[0])
+
+
+class ClosedOnExit:
+    """`with obj:` closes it on leaving, and so does garbage collection (errors there are swallowed: the
+    interpreter may be shutting down). Subclasses define an idempotent close()."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -15,12 +15,13 @@ all of the conv's consumers are neurons, and otherwise by a graded relay inserte
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from respike_neuro.graph import stage_port, topological_order
 
 SUPPORTED_TYPES = ("Input", "Output", "Conv2d", "AvgPool2d", "SumPool2d", "LIF", "Scale")
 SYNAPTIC_KINDS = ("conv",)
@@ -170,33 +171,17 @@ def _uniform(arr, key: str, what: str) -> float:
 def _default_feeds(inputs: list[str], outputs: list[str]) -> dict[str, str]:
     feeds = {}
     for name in inputs:
-        m = re.fullmatch(r"stage(\d+)_in", name)
-        if m and f"stage{int(m.group(1)) - 1}_out" in outputs:
-            feeds[name] = f"stage{int(m.group(1)) - 1}_out"
+        sp = stage_port(name)
+        if sp and sp[1] == "in" and f"stage{sp[0] - 1}_out" in outputs:
+            feeds[name] = f"stage{sp[0] - 1}_out"
     return feeds
 
 
 def _toposort(nodes, preds: dict[str, list[str]]) -> list[str]:
-    indeg = {k: len(set(preds[k])) for k in nodes}
-    succ: dict[str, list[str]] = {k: [] for k in nodes}
-    for k in nodes:
-        for p in set(preds[k]):
-            succ[p].append(k)
-    ready = [k for k in nodes if indeg[k] == 0]
-    order = []
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        for s in succ[k]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
-    if len(order) != len(nodes):
-        cyc = sorted(k for k in nodes if indeg[k] > 0)
-        raise PlanError(
-            f"graph has a cycle (recurrent connections are not supported) through nodes {cyc[:6]}"
-        )
-    return order
+    try:
+        return topological_order(list(nodes), [(p, k) for k in nodes for p in dict.fromkeys(preds[k])])
+    except ValueError as err:
+        raise PlanError(str(err)) from None
 
 
 def build_plan(graph, *, dt: float | None = None, feeds: dict[str, str] | None = None) -> Plan:

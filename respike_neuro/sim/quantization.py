@@ -29,21 +29,20 @@ from typing import Any
 
 import numpy as np
 
-# Loihi 2 widths as Lava's fixed-point models implement them (lava-nc 0.10).
-MAX_WEIGHT_BITS = 8  # synaptic weight mantissa
-# wider mantissas exist only for diagnosis in the numpy emulator ("what would more weight bits buy?")
-EMULATOR_WEIGHT_BITS = 16
-MAX_GRADED_BITS = 24  # graded spike payload
-STATE_BITS = 24  # u and v
-DECAY_SHIFT = 12  # du, dv are 12-bit: decay = value / 4096
-DECAY_UNITY = 1 << DECAY_SHIFT
-VTH_SHIFT = 6  # threshold mantissa is MSB-aligned by << 6
-ACT_SHIFT = 6  # synaptic input is MSB-aligned by << 6
-VTH_MANT_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
-BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1  # 13-bit signed bias mantissa
-BIAS_EXP_MAX = 7  # 3-bit unsigned bias exponent
-# u = a_in << 6 must stay inside 24 bits or it wraps: |a_in| < 2**17.
-MAX_ABS_ACTIVATION = (1 << (STATE_BITS - 1 - ACT_SHIFT)) - 1
+# Loihi 2 widths: sim/loihi.py owns them (re-exported here for the formats' users)
+from respike_neuro.sim.loihi import (
+    ACT_SHIFT,
+    BIAS_EXP_MAX,
+    BIAS_MANT_MAX,
+    BIAS_MANT_MIN,
+    DECAY_UNITY,
+    EMULATOR_WEIGHT_BITS,
+    MAX_ABS_ACTIVATION,
+    MAX_GRADED_BITS,
+    MAX_WEIGHT_BITS,
+    STATE_BITS,
+    VTH_MANT_MAX,
+)
 
 
 def _check_bits(bits: Any, name: str, low: int, high: int) -> int:

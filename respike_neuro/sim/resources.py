@@ -43,7 +43,8 @@ from typing import Any
 import nir
 import numpy as np
 
-from respike_neuro.sim.quantization import MAX_GRADED_BITS, MAX_WEIGHT_BITS
+from respike_neuro.graph import topological_order
+from respike_neuro.sim.loihi import MAX_GRADED_BITS, MAX_WEIGHT_BITS
 
 
 @dataclass(frozen=True)
@@ -276,25 +277,7 @@ def _node_shape(name: str, kind: str, node: Any,
 
 
 def _topological(graph: nir.NIRGraph) -> list[str]:
-    preds = {k: 0 for k in graph.nodes}
-    for _, dst in graph.edges:
-        preds[dst] += 1
-    ready = [k for k in graph.nodes if preds[k] == 0]
-    order: list[str] = []
-    succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
-    for src, dst in graph.edges:
-        succ[src].append(dst)
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        for d in succ[k]:
-            preds[d] -= 1
-            if preds[d] == 0:
-                ready.append(d)
-    if len(order) != len(graph.nodes):
-        stuck = sorted(set(graph.nodes) - set(order))
-        raise ValueError(f"graph has a cycle through {stuck[:5]} (recurrent graphs are not supported)")
-    return order
+    return topological_order(list(graph.nodes), [(str(a), str(b)) for a, b in graph.edges])
 
 
 def loihi2_report(graph: nir.NIRGraph, *, graded_bits: int = 16, weight_sharing: bool = True,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from respike_neuro.graph import stage_of
 from respike_neuro.sim import lifecycle
 from respike_neuro.sim.kernels import from_lava, to_lava
+from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
-from respike_neuro.sim.quantization import MAX_WEIGHT_BITS
 
 HostFn = Callable[[int, int, np.ndarray], np.ndarray]
 BACKENDS = ("cpu", "loihi2", "emulator")
@@ -76,11 +76,6 @@ def describe_quantization(q: dict) -> str:
     return f"saturated values {q['saturated_total']}; {check}"
 
 
-def _stage_of(port: str) -> int:
-    m = re.fullmatch(r"stage(\d+)_(?:out|in)", port)
-    return int(m.group(1)) if m else -1
-
-
 def loihi2_backend_available() -> bool:
     """True when Intel's lava-loihi extension (NeuroCore process models, Loihi 2 compiler) is importable."""
     try:
@@ -102,7 +97,7 @@ def _loihi2_run_cfg(net):
     return Loihi2HwCfg(select_tag="fixed_pt", exception_proc_model_map=keep)
 
 
-class LavaSpikingBranch:
+class LavaSpikingBranch(lifecycle.ClosedOnExit):
     """A NIR spiking branch compiled to Lava, run segment by segment with optional host callbacks.
 
     graph: nir.NIRGraph or path. mode: "float" or "fixed" (Loihi 2 widths). backend: "cpu" (Lava's
@@ -414,7 +409,7 @@ class LavaSpikingBranch:
         return out
 
     def _call_host(self, host, port, t, y, target) -> np.ndarray:
-        x = host(_stage_of(port), t, y.copy())
+        x = host(stage_of(port), t, y.copy())
         x = np.asarray(x, dtype=np.float64)
         want = self.plan.units[target].shape
         if x.shape != want:
@@ -595,15 +590,3 @@ class LavaSpikingBranch:
         th.start()
         if not done.wait(timeout=max(10.0, self.step_timeout)):
             self._kill(self._runtime(), self._startup)
-
-    def __enter__(self) -> LavaSpikingBranch:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

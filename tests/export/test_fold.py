@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from respike_tests_helpers import lively_model
 from torch import nn
 
 from respike_neuro.config import small
 from respike_neuro.export.fold import UnsupportedLayerError, check_snn, fold_conv_bn, fold_model, fold_snn
 from respike_neuro.export.trace import record_snn_io
 from respike_neuro.models.hybrid import build_model
-
-
-def lively_model(architecture: str = "hybrid", *, width: int = 8, seed: int = 0) -> nn.Module:
-    """A small model with non-trivial BN statistics/affine terms and active neurons in every layer."""
-    inputs = {"hybrid": "key+res", "snn": "res", "ann": "key"}[architecture]
-    torch.manual_seed(seed)
-    model = build_model(small(snn_width=width, architecture=architecture, inputs=inputs))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.momentum = None  # running stats = average over the warm-up batches
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) * 1.5 + 1.5)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.5 + 0.3)
-        for fusion in model.fusions or []:
-            fusion.proj_out.weight.normal_(0.0, 0.1, generator=g)  # zero-init would make fusion the identity
-        model.train()
-        for _ in range(2):
-            model.segment_logits(0.5 * torch.randn(2, 8, 3, 64, 64, generator=g))
-    return model.eval()
 
 
 def clip_of(seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -13,59 +13,30 @@ import nir
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from respike_tests_helpers import lively_model
 
 from respike_neuro.config import small
 from respike_neuro.export.nir_graph import build_nir_graph, lif_keys
 from respike_neuro.export.norse_adapter import prepare_for_norse, run_norse, split_by_output
 from respike_neuro.export.reference_executor import run_graph
 from respike_neuro.export.trace import record_snn_io
-from respike_neuro.models.hybrid import build_model
 
 STAGE_TOL = 1e-4
 
 
-def lively_model(architecture: str, *, width: int = 8, seed: int = 0) -> nn.Module:
-    """Small model, non-trivial BN statistics, non-identity fusion, active neurons in every layer."""
-    inputs = {"hybrid": "key+res", "snn": "res"}[architecture]
-    torch.manual_seed(seed)
-    model = build_model(small(snn_width=width, architecture=architecture, inputs=inputs))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.momentum = None
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) * 1.5 + 1.5)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.5 + 0.3)
-        for fusion in model.fusions or []:
-            fusion.proj_out.weight.normal_(0.0, 0.1, generator=g)
-        model.train()
-        for _ in range(2):
-            model.segment_logits(0.5 * torch.randn(2, 8, 3, 64, 64, generator=g))
-    return model.eval()
-
-
 def residual_clip(seed: int) -> torch.Tensor:
-    """Real residual frames when the synthetic dataset exists, else a seeded smoothly drifting clip."""
-    try:
-        from respike_neuro.data import synthetic  # noqa: F401
-    except ImportError:
-        synthetic = None
-    if synthetic is not None:
-        import importlib.util
-        from pathlib import Path
+    """A real clip: export/to_nir.py's built-in synthetic test clip (the one its --validate runs)."""
+    import importlib.util
+    from pathlib import Path
 
-        spec = importlib.util.spec_from_file_location(
-            "to_nir_cli", Path(__file__).resolve().parents[2] / "export" / "to_nir.py"
-        )
-        cli = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cli)
-        clip, source = cli.builtin_clip(small(), seed)
-        if source == "synthetic dataset":
-            return clip
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randn(1, 1, 3, 64, 64, generator=g)
-    return base + 0.4 * torch.randn(1, 8, 3, 64, 64, generator=g).cumsum(1)
+    spec = importlib.util.spec_from_file_location(
+        "to_nir_cli", Path(__file__).resolve().parents[2] / "export" / "to_nir.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    clip, source = cli.builtin_clip(small(), seed)
+    assert source.startswith("synthetic test clip"), source
+    return clip
 
 
 @pytest.fixture(scope="module", params=["hybrid", "snn"])

@@ -8,27 +8,13 @@ makes the same comparison against their actual code.
 """
 
 import copy
-import math
 
 import torch
+from respike_tests_helpers import AuthorsATan
 
 from respike_neuro.config import small
 from respike_neuro.data.clips import split_key_residual
 from respike_neuro.models.hybrid import build_model
-
-
-class _ATan(torch.autograd.Function):
-    """spikingjelly surrogate.ATan(alpha=2) on their membrane."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad / (1.0 + (math.pi * x) ** 2)
 
 
 class _LIFNode:
@@ -39,7 +25,7 @@ class _LIFNode:
 
     def __call__(self, x):
         self.v = self.v + (x - self.v) / (4.0 / 3.0)
-        spike = _ATan.apply(self.v - 1.0)
+        spike = AuthorsATan.apply(self.v - 1.0)
         self.v = self.v * (1.0 - spike.detach())
         return spike
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from respike_tests_helpers import AuthorsATan
 
 from respike_neuro.models.neuron import (
     LIF,
@@ -50,26 +51,12 @@ def test_fused_matches_snntorch_spikes_and_stepwise_function():
     assert 0.05 < fused.mean() < 0.5  # the test exercises both spiking and silent neurons
 
 
-class _AuthorsATan(torch.autograd.Function):
-    """spikingjelly's surrogate.ATan(alpha=2): Heaviside forward, (a/2)/(1+(pi/2 a x)^2) backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (2.0 / 2.0) / (1.0 + (math.pi / 2.0 * 2.0 * x) ** 2)
-
-
 def _authors_lif(x: torch.Tensor) -> torch.Tensor:
     """The authors' LIFNode(tau=4/3, v_th=1, v_reset=0, ATan, detach_reset=True) in their units."""
     u, out = torch.zeros_like(x[0]), []
     for t in range(x.shape[0]):
         u = u + (x[t] - u) / (4.0 / 3.0)  # decay_input: u <- 0.25 u + 0.75 x
-        s = _AuthorsATan.apply(u - 1.0)
+        s = AuthorsATan.apply(u - 1.0)
         out.append(s)
         u = u * (1 - s.detach())
     return torch.stack(out)

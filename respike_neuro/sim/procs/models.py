@@ -21,10 +21,10 @@ from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from lava.proc.lif.process import LIFReset
 
 from respike_neuro.sim.kernels import ConvKernel, clamp_signed, fixed_conv
+from respike_neuro.sim.loihi import lif_fixed_step, lif_float_step
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 
 SPARSE_THRESHOLD_KEY = "respike_sparse_threshold"
-DECAY_UNITY = 4096  # Loihi's 12-bit decay registers: state keeps (4096 - d) / 4096 per step
 
 
 def _limit_blas_threads() -> None:
@@ -206,39 +206,24 @@ class FastConvModelFixed(_AbstractFastConv):
 @requires(CPU)
 @tag("respike_fast")  # added to the stock model's tags (Lava's tag decorator extends a parent's)
 class FastLifResetModelFloat(PyLifResetModelFloat):
-    """Lava's float LIFReset arithmetic, the same IEEE operations in the same order, done in place: the
-    stock model allocates four state-sized temporaries per step, which at ResNet stage sizes costs more
-    than the neuron update itself."""
+    """Lava's float LIFReset arithmetic, the same IEEE operations in the same order, done in place
+    (sim/loihi.py's `lif_float_step`): the stock model allocates four state-sized temporaries per step,
+    which at ResNet stage sizes costs more than the neuron update itself."""
 
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
         if (self.time_step % self.reset_interval) == self.reset_offset:
             self.u *= 0
             self.v *= 0
-        u, v = self.u, self.v
-        np.multiply(u, 1 - self.du, out=u)
-        u += a_in
-        np.multiply(v, 1 - self.dv, out=v)
-        v += u
-        v += self.bias_mant
-        s_out = v > self.vth
-        v[s_out] = 0
-        self.s_out.send(s_out)
-
-
-def _decay_toward_zero(x: np.ndarray, keep: int) -> np.ndarray:
-    """Loihi's decay sign(x) * (|x| * keep >> 12) as int32. |x| * keep < 2**43 and the division by 4096 is a
-    power of two, so the float64 product is exact and truncation gives the integer result."""
-    return np.trunc(x * (keep / DECAY_UNITY)).astype(np.int32)
+        self.s_out.send(lif_float_step(self.u, self.v, a_in, self.du, self.dv, self.bias_mant, self.vth))
 
 
 @implements(proc=LIFReset, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("respike_fast")
 class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
-    """Bit-identical to Lava's PyLifResetModelBitAcc with a third of its state-sized passes: the decays
-    are one exact float64 multiply and truncation each (not int64 sign/abs/shift), a fully decaying
-    current (du = 4095) skips its decay, the 24-bit wrap runs only when a value is out of range, and the
+    """Bit-identical to Lava's PyLifResetModelBitAcc with a third of its state-sized passes: the step is
+    sim/loihi.py's `lif_fixed_step` (exact float64 decays, wrap and clip only when out of range), and the
     effective bias is recomputed only when bias_mant or bias_exp change (the stock model recomputes it
     every step)."""
 
@@ -261,22 +246,8 @@ class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
             self.u *= 0
             self.v *= 0
         bias = self._effective_bias()
-        if not self.isthrscaled:
-            self.scale_threshold()
-        keep_u = DECAY_UNITY - (int(self.du) + self.ds_offset)
-        curr = np.left_shift(a_in, self.act_shift).astype(np.int32, copy=False)
-        if keep_u:
-            curr = _decay_toward_zero(self.u, keep_u) + curr
-        mx = self.max_uv_val
-        if curr.size and (curr.max() > mx or curr.min() <= -mx):  # wraps modulo 2**24, as the stock model
-            curr = np.where(curr > mx, curr - 2 * mx, np.where(curr <= -mx, curr + 2 * mx, curr))
-        v = _decay_toward_zero(self.v, DECAY_UNITY - (int(self.dv) + self.dm_offset))
-        v += curr
-        if bias is not None:
-            v += bias
-        np.clip(v, -mx + 1, mx - 1, out=v)
-        s_out = v > self.effective_vth
-        v[s_out] = 0
+        u, v, s_out, _ = lif_fixed_step(self.u, self.v, a_in, self.du, self.dv, bias, self.vth,
+                                        dtype=np.int32)
         # fresh int32 arrays of the Vars' shape: rebinding them spares a copy each (Lava reads Vars by name)
-        self.u, self.v = curr.reshape(self.u.shape), v
+        self.u, self.v = u.reshape(self.u.shape), v
         self.s_out.send(s_out)
