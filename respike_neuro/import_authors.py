@@ -117,7 +117,9 @@ def infer_config(state: dict[str, torch.Tensor], **run: int) -> ModelConfig:
         for k in range(1, 5):
             found = {int(m[1]) for key in state if (m := re.match(rf"{prefix}{k}\.(\d+)\.", key))}
             if not found:
-                raise CheckpointError(f"missing {prefix}{k}: not a complete ReSpike state_dict (partial file?)")
+                raise CheckpointError(
+                    f"missing {prefix}{k}: not a complete ReSpike state_dict (partial file?)"
+                )
             if found != set(range(len(found))):
                 raise CheckpointError(f"{prefix}{k}: blocks {sorted(found)} are not 0..n-1")
             counts.append(len(found))
