@@ -321,7 +321,8 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     from respike_neuro.checkpoint import class_names_of, load_model, train_config_of
-    from respike_neuro.train import DataConfig, build_split, resolve_device
+    from respike_neuro.config import DataConfig
+    from respike_neuro.train import build_split, resolve_device
 
     out = _check_args(args)
     if args.threads:

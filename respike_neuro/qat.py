@@ -249,7 +249,7 @@ def finetune(
     Returns the record also stored in the NIR metadata ('qat'): per-epoch loss and validation accuracy,
     the chosen epoch, and timings.
     """
-    from respike_neuro.train import DataConfig
+    from respike_neuro.config import DataConfig
 
     out = Path(out)
     if out.suffix != ".nir":
