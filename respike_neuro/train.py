@@ -33,7 +33,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import signal
 import sys
 import threading
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from respike_neuro.checkpoint import (
@@ -71,6 +70,8 @@ from respike_neuro.config import (  # noqa: F401  (tests wire these with run)
     config_from_args,
     read_yaml,
 )
+from respike_neuro.data.registry import InMemory, build_split
+from respike_neuro.devices import amp_dtype_for, resolve_device, seed_everything, seed_worker
 from respike_neuro.distributed import (
     DistInfo,
     TrainSampler,
@@ -81,87 +82,6 @@ from respike_neuro.distributed import (
 )
 from respike_neuro.evaluate import evaluate_dataset, plot_confusion, skipped_count, summary_line
 from respike_neuro.fileio import write_text_atomic
-
-# -- data ---------------------------------------------------------------------------------------
-
-
-def build_split(data: DataConfig, model: ModelConfig, split: str) -> Dataset:
-    """One split of the configured dataset (respike_neuro.data.registry) at the model's frames,
-    resolution and stride; val/test in eval mode (clips_per_video clips per video, centre crop)."""
-    from respike_neuro.data.registry import build_dataset, canonical_name
-
-    mode = "train" if split == "train" else "eval"
-    kwargs: dict[str, Any] = dict(
-        root=data.root,
-        split=split,
-        fold=data.fold,
-        frames=model.frames,
-        resolution=model.resolution,
-        stride=model.stride,
-        mode=mode,
-    )
-    if canonical_name(data.dataset) == "synthetic":
-        counts = {"train": data.train_clips, "val": data.val_clips, "test": data.test_clips}
-        kwargs.update(num_clips=counts[split], seed=data.seed)
-    elif mode == "eval":
-        kwargs.update(clips_per_video=data.clips_per_video)
-    kwargs.update(data.options)
-    return build_dataset(data.dataset, **kwargs)
-
-
-class InMemory(Dataset):
-    """All items of `dataset` computed once; attributes (class_names, video_index, ...) pass through."""
-
-    def __init__(self, dataset: Dataset, *, desc: str = "cache", progress: bool = True) -> None:
-        self.base = dataset
-        items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress)]
-        self.clips = torch.stack([torch.as_tensor(c) for c, _ in items])
-        self.labels = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.clips[index], int(self.labels[index])
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-
-def _worker_init(worker_id: int) -> None:
-    """Seed numpy/python in each DataLoader worker from the torch seed DataLoader gave it."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but CUDA is not available")
-        if info is not None and info.enabled and device.index is None:
-            device = torch.device("cuda", info.local_rank)
-    return device
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
 
 
 def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -409,7 +329,7 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
         sampler=sampler,
         drop_last=True,
         num_workers=cfg.data.workers,
-        worker_init_fn=_worker_init,
+        worker_init_fn=seed_worker,
         generator=loader_gen,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
