@@ -33,11 +33,8 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,22 +46,11 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from respike_neuro.checkpoint import (
-    FORMAT_VERSION,
-    CheckpointError,
-    check_state_dict,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
-from respike_neuro.config import (  # noqa: F401  (tests wire these with run)
+from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
     ConfigError,
-    DataConfig,
-    ModelConfig,
     RunConfig,
-    TrainConfig,
     add_config_arguments,
     build_run_config,
     config_from_args,
@@ -73,7 +59,6 @@ from respike_neuro.config import (  # noqa: F401  (tests wire these with run)
 from respike_neuro.data.registry import InMemory, build_split
 from respike_neuro.devices import amp_dtype_for, resolve_device, seed_everything, seed_worker
 from respike_neuro.distributed import (
-    DistInfo,
     TrainSampler,
     all_reduce_sum,
     barrier,
@@ -82,6 +67,9 @@ from respike_neuro.distributed import (
 )
 from respike_neuro.evaluate import evaluate_dataset, plot_confusion, skipped_count, summary_line
 from respike_neuro.fileio import write_text_atomic
+from respike_neuro.metrics_log import JsonlLog
+from respike_neuro.run_files import StopRequest, check_ann_weights, resume_path, set_aside_earlier_results
+from respike_neuro.train_state import Run, TrainState, checkpoint_state, resume_from
 
 
 def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -94,122 +82,49 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: f
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# -- the run ------------------------------------------------------------------------------------
-
-
-class JsonlLog:
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _resume_path(t: TrainConfig, out: Path) -> Path | None:
-    if t.resume == "never":
-        return None
-    if t.resume == "auto":
-        last = out / "last.pt"
-        return last if last.is_file() else None
-    path = Path(t.resume)
-    if not path.is_file():
-        raise ConfigError(f"train.resume: checkpoint {path} does not exist")
-    return path
-
-
-RESULT_FILES = ("best.pt", "metrics.jsonl", "test_results.json", "confusion_test.png", "last.pt")
-
-
-class _StopRequest:
-    """Ctrl-C during training: finish the current step, write last.pt, then raise KeyboardInterrupt
-    (a second Ctrl-C stops at once). Single process only: DDP ranks would stop at different steps."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.requested = False
-        self._previous: Any = None
-        if enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step, saving last.pt (Ctrl-C again: stop now)", file=sys.stderr)
-
-    def interrupt(self, message: str) -> None:
-        print(message, file=sys.stderr)
-        raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _check_ann_weights(model: ModelConfig) -> None:
-    """ann_weights naming a file must name a torch file (random bytes gave a 38-line UnpicklingError)."""
-    weights = model.ann_weights
-    if not model.has_ann or weights in (None, "imagenet"):
-        return
-    path = Path(weights)
-    if not path.is_file():
-        raise ConfigError(f"model.ann_weights: {path} is not a file")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"model.ann_weights: {path} is not a torch weights file (no zip archive inside)")
-
-
-def _set_aside_earlier_results(out: Path, t: TrainConfig, is_main: bool) -> None:
-    """A fresh run never deletes another run's results: with resume 'auto' (and no last.pt) it refuses;
-    with resume 'never' it moves them into <out>/previous-<time>/ and says so in one line."""
-    found = [name for name in RESULT_FILES if (out / name).exists()]
-    if not found:
-        return
-    if t.resume == "auto":
-        raise ConfigError(
-            f"train.out {out} holds another run's results ({', '.join(found)}) and no last.pt to resume; "
-            "choose another --out, or --resume never to move them aside"
-        )
-    if not is_main:
-        return
-    aside = out / time.strftime("previous-%Y%m%d-%H%M%S")
-    n = 1
-    while aside.exists():
-        aside = out / f"{time.strftime('previous-%Y%m%d-%H%M%S')}-{n}"
-        n += 1
-    aside.mkdir()
-    for name in (*found, "config.yaml"):
-        if (out / name).exists():
-            os.replace(out / name, aside / name)
-    print(f"moved the earlier run's results ({', '.join(found)}) to {aside}", file=sys.stderr)
-
-
-def _truncate_metrics(path: Path, *, step: int, epoch: int) -> None:
-    """After a resume from `step`: drop the lines written after that checkpoint (they are redone), so
-    metrics.jsonl never repeats a step; a 'test' line is written again if the run finishes."""
-    if not path.is_file():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            dropped += 1  # a line cut short by a kill
-            continue
-        kind = record.get("kind") if isinstance(record, dict) else None
-        if (kind == "step" and record.get("step", 0) <= step) or (
-            kind == "epoch" and record.get("epoch", 0) <= epoch
-        ):
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        write_text_atomic(path, "".join(x + "\n" for x in kept))
-
-
 def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, validate every epoch, keep best.pt, test once with it. Returns a summary dict."""
+    r, st = setup_run(cfg)
+    t = cfg.train
+    stopped = False
+    st.run_start = st.epoch_start = time.perf_counter()
+    stop = StopRequest(enabled=r.info.is_main and not r.info.enabled)
+    try:
+        while st.epoch < t.epochs and not stopped:
+            stopped = train_one_epoch(r, st, stop)
+            if st.epoch_step < r.steps_per_epoch:  # stopped mid-epoch by max_steps
+                break
+            record = end_epoch(r, st)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            if t.max_steps and st.step >= t.max_steps:
+                stopped = True
+            if stop.requested:
+                stop.interrupt(f"interrupted after epoch {st.epoch}: saved {r.out / 'last.pt'}")
+    finally:
+        stop.restore()
+    summary: dict[str, Any] = dict(
+        out=str(r.out),
+        epoch=st.epoch,
+        step=st.step,
+        best_val_acc=st.best,
+        best_epoch=st.best_epoch,
+        best=str(r.out / "best.pt"),
+        last=str(r.out / "last.pt"),
+        metrics=str(r.out / "metrics.jsonl"),
+        finished=st.epoch >= t.epochs,
+    )
+    if st.epoch >= t.epochs and cfg.data.test_clips != 0:
+        summary["test"] = _final_test(r)
+    return summary
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+
+def setup_run(cfg: RunConfig) -> tuple[Run, TrainState]:
+    """Devices, output directory, data, model, optimizer, a resumed state and the train loader, in the
+    order that fixes the random streams (an interrupted and resumed run ends with the same weights)."""
     t = cfg.train
     probe_device = resolve_device(t.device)
     info = init_distributed(probe_device.type)
@@ -218,10 +133,10 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
         torch.set_num_threads(t.threads)
     out = Path(t.out)
     check_output_dir(out, "train.out")  # before any work: an unwritable --out used to fail after training
-    _check_ann_weights(cfg.model)
-    resume = _resume_path(t, out)
+    check_ann_weights(cfg.model)
+    resume = resume_path(t, out)
     if resume is None:
-        _set_aside_earlier_results(out, t, info.is_main)
+        set_aside_earlier_results(out, t, info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(info)
@@ -231,35 +146,70 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
             f"train.batch_size={t.batch_size} must be a positive multiple of world size "
             f"{info.world_size} x accum_steps {t.accum_steps}"
         )
-    progress = t.progress and info.is_main
+    r = Run(cfg, info, device, out, per_rank, progress=t.progress and info.is_main)
     seed_everything(t.seed)
+    _build_data(r)
+    _build_model(r)
+    st = TrainState()
+    if resume is not None:
+        resume_from(r, st, resume)
+    if info.enabled:
+        r.model = torch.nn.parallel.DistributedDataParallel(
+            r.bare,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=t.find_unused_parameters,
+        )
+    r.sampler = TrainSampler(r.train_ds, info, seed=t.seed)
+    r.loader_gen = torch.Generator()
+    r.loader = DataLoader(
+        r.train_ds,
+        batch_size=per_rank * t.accum_steps,
+        sampler=r.sampler,
+        drop_last=True,
+        num_workers=cfg.data.workers,
+        worker_init_fn=seed_worker,
+        generator=r.loader_gen,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    r.log = JsonlLog(out / "metrics.jsonl", info.is_main)
+    if info.is_main:
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return r, st
 
-    train_ds = build_split(cfg.data, cfg.model, "train")
-    val_ds = build_split(cfg.data, cfg.model, "val")
+
+def _build_data(r: Run) -> None:
+    """Train and validation splits (kept in memory with data.cache), class names, steps per epoch."""
+    cfg, t = r.cfg, r.cfg.train
+    r.train_ds = build_split(cfg.data, cfg.model, "train")
+    r.val_ds = build_split(cfg.data, cfg.model, "val")
     if cfg.data.cache:
-        train_ds = InMemory(train_ds, desc="cache train", progress=progress)
-        val_ds = InMemory(val_ds, desc="cache val", progress=progress)
-    class_names = list(getattr(train_ds, "class_names", None) or range(cfg.model.num_classes))
-    class_names = [str(c) for c in class_names]
-    num_classes = getattr(train_ds, "num_classes", len(class_names))
+        r.train_ds = InMemory(r.train_ds, desc="cache train", progress=r.progress)
+        r.val_ds = InMemory(r.val_ds, desc="cache val", progress=r.progress)
+    class_names = list(getattr(r.train_ds, "class_names", None) or range(cfg.model.num_classes))
+    r.class_names = [str(c) for c in class_names]
+    num_classes = getattr(r.train_ds, "num_classes", len(r.class_names))
     if num_classes != cfg.model.num_classes:
         raise ConfigError(
             f"model.num_classes={cfg.model.num_classes} but dataset {cfg.data.dataset!r} has "
             f"{num_classes} classes; set model.num_classes={num_classes}"
         )
-    steps_per_epoch = len(train_ds) // (per_rank * t.accum_steps * info.world_size)
-    if steps_per_epoch < 1:
+    r.steps_per_epoch = len(r.train_ds) // (r.per_rank * t.accum_steps * r.info.world_size)
+    if r.steps_per_epoch < 1:
         raise ConfigError(
-            f"train split has {len(train_ds)} clips, fewer than one global batch of {t.batch_size}"
+            f"train split has {len(r.train_ds)} clips, fewer than one global batch of {t.batch_size}"
         )
-    total_steps = steps_per_epoch * t.epochs
 
+
+def _build_model(r: Run) -> None:
+    """The model on its device, SGD, the per-step LR schedule and the fp16 GradScaler."""
     from respike_neuro.models.hybrid import build_model
 
+    cfg, t = r.cfg, r.cfg.train
     model = build_model(cfg.model)
     model.checkpoint_activations = t.checkpoint_activations
-    if t.sync_bn and info.enabled:
-        if device.type != "cuda":
+    if t.sync_bn and r.info.enabled:
+        if r.device.type != "cuda":
             raise ConfigError("train.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
         if cfg.model.has_snn and cfg.model.snn_bn_stats == "per_timestep":
             raise ConfigError(
@@ -267,310 +217,213 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
                 "model.snn_bn_stats: folded to use it, or train without sync_bn"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    bare = model
-    optimizer = torch.optim.SGD(
+    model.to(r.device)
+    r.model = r.bare = model
+    r.optimizer = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
     )
-    warmup = round(t.warmup_epochs * steps_per_epoch)
+    total_steps = r.steps_per_epoch * t.epochs
+    warmup = round(t.warmup_epochs * r.steps_per_epoch)
     min_ratio = t.min_lr / t.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
+    r.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        r.optimizer,
         lambda s: lr_factor(s, total=total_steps, warmup=warmup, schedule=t.schedule, min_ratio=min_ratio),
     )
-    amp_dtype = amp_dtype_for(t.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    r.amp_dtype = amp_dtype_for(t.amp, r.device)
+    r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp_dtype == torch.float16 and r.device.type == "cuda")
 
-    epoch, step, epoch_step, best, best_epoch = 0, 0, 0, None, None
-    resumed_sums: dict[str, Any] | None = None  # the interrupted epoch's running loss sums
-    resumed_at: int | None = None  # step at which a mid-epoch resume started
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        if ckpt["model_config"] != cfg.model.to_dict():
-            diff = sorted(
-                k
-                for k in set(ckpt["model_config"]) | set(cfg.model.to_dict())
-                if ckpt["model_config"].get(k) != cfg.model.to_dict().get(k)
-            )
-            raise ConfigError(
-                f"cannot resume from {resume}: its model config differs in {diff} "
-                f"(use --resume never or another --out)"
-            )
-        check_state_dict(bare, ckpt["model"], source=f"checkpoint {resume}")
-        bare.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, step, epoch_step = ckpt["epoch"], ckpt["step"], ckpt.get("epoch_step", 0)
-        best, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
-        set_rng_state(ckpt["rng"])
-        if epoch_step:
-            resumed_at = step
-            sums_state = ckpt.get("metric_sums")
-            if isinstance(sums_state, dict) and not info.enabled:  # per-rank sums: one process only
-                resumed_sums = sums_state
-        if info.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step=step, epoch=epoch)
-            print(f"resumed from {resume}: epoch {epoch}, step {step}", file=sys.stderr)
 
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            bare,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.find_unused_parameters,
-        )
+# -- one epoch ----------------------------------------------------------------------------------
 
-    sampler = TrainSampler(train_ds, info, seed=t.seed)
-    loader_gen = torch.Generator()
-    loader = DataLoader(
-        train_ds,
-        batch_size=per_rank * t.accum_steps,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.data.workers,
-        worker_init_fn=seed_worker,
-        generator=loader_gen,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
+
+def _start_epoch(r: Run, st: TrainState) -> None:
+    """Data order of this epoch (skipping the batches a mid-epoch resume has seen) and fresh sums."""
+    t = r.cfg.train
+    r.sampler.set_epoch(st.epoch)
+    r.loader_gen.manual_seed(t.seed * 100_003 + st.epoch)
+    if st.epoch_step:
+        r.sampler.skip_batches(st.epoch_step, r.per_rank * t.accum_steps)
+    r.model.train()
+    st.sums, st.window, st.epoch_seconds_before = np.zeros(3), np.zeros(3), 0.0
+    if st.resumed_sums is not None:  # the interrupted epoch's sums: its line covers the whole epoch
+        st.sums = np.asarray(st.resumed_sums["epoch"], dtype=np.float64)
+        st.window = np.asarray(st.resumed_sums["window"], dtype=np.float64)
+        st.epoch_seconds_before = float(st.resumed_sums["seconds"])
+    st.resumed_sums = None
+    st.epoch_start = st.window_start = time.perf_counter()
+
+
+def train_one_epoch(r: Run, st: TrainState, stop: StopRequest) -> bool:
+    """The rest of epoch st.epoch, step by step; True when train.max_steps ends the run. Writes last.pt
+    mid-epoch every checkpoint_every_steps, at max_steps, and on Ctrl-C (then raises KeyboardInterrupt)."""
+    t = r.cfg.train
+    _start_epoch(r, st)
+    bar = tqdm(
+        r.loader,
+        desc=f"epoch {st.epoch + 1}/{t.epochs}",
+        leave=False,
+        disable=not r.progress,
+        initial=st.epoch_step,
+        total=r.steps_per_epoch,
     )
-    log = JsonlLog(out / "metrics.jsonl", info.is_main)
-    if info.is_main:
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
-    window = np.zeros(3)
-    epoch_seconds_before = 0.0  # of an epoch interrupted and resumed: the time spent before
-
-    def state(kind_epoch: int, kind_epoch_step: int) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if kind_epoch_step:  # mid-epoch: what the epoch's metrics line needs after a resume
-            extra["metric_sums"] = {
-                "epoch": sums.tolist(),
-                "window": window.tolist(),
-                "seconds": epoch_seconds_before + time.perf_counter() - epoch_start,
-            }
-        return dict(
-            **extra,
-            format_version=FORMAT_VERSION,
-            model_config=cfg.model.to_dict(),
-            train_config=cfg.to_dict(),
-            model=bare.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(),
-            epoch=kind_epoch,
-            step=step,
-            epoch_step=kind_epoch_step,
-            best_metric=best,
-            best_epoch=best_epoch,
-            rng=rng_state(),
-            class_names=class_names,
-        )
-
-    eval_kwargs = dict(
-        device=device,
-        class_names=class_names,
-        batch_size=t.eval_batch_size,
-        workers=cfg.data.workers,
-        amp_dtype=amp_dtype,
-        info=info,
-        progress=progress,
-    )
-    stopped = False
-    run_start = epoch_start = time.perf_counter()
-    stop = _StopRequest(enabled=info.is_main and not info.enabled)
-    try:
-        while epoch < t.epochs and not stopped:
-            sampler.set_epoch(epoch)
-            loader_gen.manual_seed(t.seed * 100_003 + epoch)
-            if epoch_step:
-                sampler.skip_batches(epoch_step, per_rank * t.accum_steps)
-            model.train()
-            sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
-            window = np.zeros(3)
-            epoch_seconds_before = 0.0
-            if resumed_sums is not None:  # the interrupted epoch's sums: its line covers the whole epoch
-                sums = np.asarray(resumed_sums["epoch"], dtype=np.float64)
-                window = np.asarray(resumed_sums["window"], dtype=np.float64)
-                epoch_seconds_before = float(resumed_sums["seconds"])
-            resumed_sums = None
-            epoch_start = window_start = time.perf_counter()
-            bar = tqdm(
-                loader,
-                desc=f"epoch {epoch + 1}/{t.epochs}",
-                leave=False,
-                disable=not progress,
-                initial=epoch_step,
-                total=steps_per_epoch,
-            )
-            for clip, label in bar:
-                if epoch_step >= steps_per_epoch:
-                    break
-                clip = clip.to(device, non_blocking=True)
-                label = torch.as_tensor(label).to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                batch = np.zeros(3)
-                for m in range(t.accum_steps):
-                    c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
-                    sync = (
-                        contextlib.nullcontext()
-                        if not info.enabled or m == t.accum_steps - 1
-                        else model.no_sync()
-                    )
-                    with sync:
-                        with torch.autocast(
-                            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                        ):
-                            logits = model(c)
-                        loss = F.cross_entropy(logits.float(), y)
-                        scaler.scale(loss / t.accum_steps).backward()
-                    batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
-                if t.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                lr = optimizer.param_groups[0]["lr"]
-                scale = scaler.get_scale() if scaler.is_enabled() else 0.0
-                scaler.step(optimizer)
-                scaler.update()
-                if not scaler.is_enabled() or scaler.get_scale() >= scale:
-                    scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
-                step += 1
-                epoch_step += 1
-                sums += batch
-                window += batch
-                if progress:
-                    bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
-                if t.log_every_steps and step % t.log_every_steps == 0:
-                    w = all_reduce_sum(list(window), info, device)
-                    dt = time.perf_counter() - window_start
-                    log.write(
-                        dict(
-                            kind="step",
-                            epoch=epoch + 1,
-                            step=step,
-                            loss=w[0] / w[2],
-                            train_acc=w[1] / w[2],
-                            lr=lr,
-                            time=time.perf_counter() - run_start,
-                            clips_per_s=w[2] / dt,
-                        )
-                    )
-                    window[:] = 0
-                    window_start = time.perf_counter()
-                at_limit = t.max_steps and step >= t.max_steps
-                if epoch_step < steps_per_epoch and (
-                    at_limit or (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0)
-                ):
-                    if info.is_main:
-                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
-                    barrier(info)
-                if at_limit:
-                    stopped = True
-                    break
-                if stop.requested:
-                    bar.close()
-                    if epoch_step < steps_per_epoch:  # at an epoch's end, the epoch-end save follows
-                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
-                        stop.interrupt(f"interrupted at step {step}: saved {out / 'last.pt'}")
-                    break
+    for clip, label in bar:
+        if st.epoch_step >= r.steps_per_epoch:
+            break
+        batch, lr = train_step(r, clip, label)
+        st.step += 1
+        st.epoch_step += 1
+        st.sums += batch
+        st.window += batch
+        if r.progress:
+            bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
+        if t.log_every_steps and st.step % t.log_every_steps == 0:
+            _log_steps(r, st, lr)
+        at_limit = t.max_steps and st.step >= t.max_steps
+        mid_epoch = st.epoch_step < r.steps_per_epoch
+        if mid_epoch and (at_limit or (t.checkpoint_every_steps and st.step % t.checkpoint_every_steps == 0)):
+            if r.info.is_main:
+                save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, st.epoch_step))
+            barrier(r.info)
+        if at_limit:
             bar.close()
-            if epoch_step < steps_per_epoch:  # stopped mid-epoch by max_steps
-                break
-            epoch += 1
-            epoch_step = 0
-            totals = all_reduce_sum(list(sums), info, device)
-            elapsed = time.perf_counter() - epoch_start + epoch_seconds_before
-            record = dict(
-                kind="epoch",
-                epoch=epoch,
-                step=step,
-                loss=totals[0] / totals[2],
-                train_acc=totals[1] / totals[2],
-                lr=optimizer.param_groups[0]["lr"],
-                time=time.perf_counter() - run_start,
-                epoch_seconds=elapsed,
-                clips_per_s=totals[2] / elapsed,
-            )
-            if resumed_at is not None:  # this epoch was interrupted and resumed at step resumed_at
-                record["resumed_at_step"] = resumed_at
-                if epoch_seconds_before == 0.0:  # a checkpoint without the sums: say what loss covers
-                    record["loss_from_step"] = resumed_at
-                resumed_at = None
-            skipped = skipped_count(train_ds)
-            if skipped is not None:
-                record["skipped_videos"] = skipped
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
-                broadcast_buffers(bare, info)  # BN running stats differ per rank: evaluate with rank 0's
-                val = evaluate_dataset(bare, val_ds, desc="val", **eval_kwargs)
-                record.update(
-                    val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"]
-                )
-                if "skipped_videos" in val:
-                    record["val_skipped_videos"] = val["skipped_videos"]
-                if best is None or val["video_top1"] > best:
-                    best, best_epoch = val["video_top1"], epoch
-                    if info.is_main:
-                        save_checkpoint(out / "best.pt", state(epoch, 0))
-            record.update(best_val_acc=best)
-            log.write(record)
-            if info.is_main:
-                save_checkpoint(out / "last.pt", state(epoch, 0))
-                val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
-                print(
-                    f"epoch {epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
-                    f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
-                    file=sys.stderr,
-                )
-            barrier(info)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-            if t.max_steps and step >= t.max_steps:
-                stopped = True
-            if stop.requested:
-                stop.interrupt(f"interrupted after epoch {epoch}: saved {out / 'last.pt'}")
-    finally:
-        stop.restore()
+            return True
+        if stop.requested:
+            bar.close()
+            if mid_epoch:  # at an epoch's end, the epoch-end save follows
+                save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, st.epoch_step))
+                stop.interrupt(f"interrupted at step {st.step}: saved {r.out / 'last.pt'}")
+            break
+    bar.close()
+    return False
 
-    summary: dict[str, Any] = dict(
-        out=str(out),
-        epoch=epoch,
-        step=step,
-        best_val_acc=best,
-        best_epoch=best_epoch,
-        best=str(out / "best.pt"),
-        last=str(out / "last.pt"),
-        metrics=str(out / "metrics.jsonl"),
-        finished=epoch >= t.epochs,
+
+def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, float]:
+    """One optimizer step over a global batch split into accum_steps interleaved micro-batches.
+    Returns this rank's (loss * n, correct, n) and the step's learning rate."""
+    t = r.cfg.train
+    clip = clip.to(r.device, non_blocking=True)
+    label = torch.as_tensor(label).to(r.device, non_blocking=True)
+    r.optimizer.zero_grad(set_to_none=True)
+    batch = np.zeros(3)
+    for m in range(t.accum_steps):
+        c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
+        last = not r.info.enabled or m == t.accum_steps - 1
+        with contextlib.nullcontext() if last else r.model.no_sync():
+            with torch.autocast(
+                r.device.type, dtype=r.amp_dtype or torch.float32, enabled=r.amp_dtype is not None
+            ):
+                logits = r.model(c)
+            loss = F.cross_entropy(logits.float(), y)
+            r.scaler.scale(loss / t.accum_steps).backward()
+        batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
+    if t.grad_clip > 0:
+        r.scaler.unscale_(r.optimizer)
+        torch.nn.utils.clip_grad_norm_(r.model.parameters(), t.grad_clip)
+    lr = r.optimizer.param_groups[0]["lr"]
+    scale = r.scaler.get_scale() if r.scaler.is_enabled() else 0.0
+    r.scaler.step(r.optimizer)
+    r.scaler.update()
+    if not r.scaler.is_enabled() or r.scaler.get_scale() >= scale:
+        r.scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
+    return batch, lr
+
+
+def _log_steps(r: Run, st: TrainState, lr: float) -> None:
+    """A 'step' line over the steps since the last one (all ranks' clips)."""
+    w = all_reduce_sum(list(st.window), r.info, r.device)
+    dt = time.perf_counter() - st.window_start
+    r.log.write(
+        dict(
+            kind="step",
+            epoch=st.epoch + 1,
+            step=st.step,
+            loss=w[0] / w[2],
+            train_acc=w[1] / w[2],
+            lr=lr,
+            time=time.perf_counter() - st.run_start,
+            clips_per_s=w[2] / dt,
+        )
     )
-    if epoch >= t.epochs and cfg.data.test_clips != 0:
-        summary["test"] = _final_test(cfg, bare, out, info, log, eval_kwargs)
-    return summary
+    st.window[:] = 0
+    st.window_start = time.perf_counter()
 
 
-def _final_test(
-    cfg: RunConfig,
-    model: torch.nn.Module,
-    out: Path,
-    info: DistInfo,
-    log: JsonlLog,
-    eval_kwargs: dict[str, Any],
-) -> dict[str, Any]:
+def end_epoch(r: Run, st: TrainState) -> dict[str, Any]:
+    """After a full epoch: its 'epoch' line (validated every eval_every epochs), best.pt, last.pt."""
+    t = r.cfg.train
+    st.epoch += 1
+    st.epoch_step = 0
+    totals = all_reduce_sum(list(st.sums), r.info, r.device)
+    elapsed = time.perf_counter() - st.epoch_start + st.epoch_seconds_before
+    record = dict(
+        kind="epoch",
+        epoch=st.epoch,
+        step=st.step,
+        loss=totals[0] / totals[2],
+        train_acc=totals[1] / totals[2],
+        lr=r.optimizer.param_groups[0]["lr"],
+        time=time.perf_counter() - st.run_start,
+        epoch_seconds=elapsed,
+        clips_per_s=totals[2] / elapsed,
+    )
+    if st.resumed_at is not None:  # this epoch was interrupted and resumed at step resumed_at
+        record["resumed_at_step"] = st.resumed_at
+        if st.epoch_seconds_before == 0.0:  # a checkpoint without the sums: say what loss covers
+            record["loss_from_step"] = st.resumed_at
+        st.resumed_at = None
+    skipped = skipped_count(r.train_ds)
+    if skipped is not None:
+        record["skipped_videos"] = skipped
+    if st.epoch % t.eval_every == 0 or st.epoch == t.epochs:
+        _validate_and_keep_best(r, st, record)
+    record.update(best_val_acc=st.best)
+    r.log.write(record)
+    if r.info.is_main:
+        save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, 0))
+        val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
+        print(
+            f"epoch {st.epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
+            f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
+            file=sys.stderr,
+        )
+    barrier(r.info)
+    return record
+
+
+def validate(r: Run) -> dict[str, Any]:
+    """Metrics of the validation split (evaluate.evaluate_dataset) with rank 0's BatchNorm statistics."""
+    broadcast_buffers(r.bare, r.info)  # BN running stats differ per rank: evaluate with rank 0's
+    return evaluate_dataset(r.bare, r.val_ds, desc="val", **r.eval_kwargs)
+
+
+def _validate_and_keep_best(r: Run, st: TrainState, record: dict[str, Any]) -> None:
+    val = validate(r)
+    record.update(val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"])
+    if "skipped_videos" in val:
+        record["val_skipped_videos"] = val["skipped_videos"]
+    if st.best is None or val["video_top1"] > st.best:
+        st.best, st.best_epoch = val["video_top1"], st.epoch
+        if r.info.is_main:
+            save_checkpoint(r.out / "best.pt", checkpoint_state(r, st, st.epoch, 0))
+
+
+def _final_test(r: Run) -> dict[str, Any]:
     """Evaluate the test split once, with best.pt's weights."""
-    barrier(info)
-    best = load_checkpoint(out / "best.pt")
-    model.load_state_dict(best["model"])
-    test_ds = build_split(cfg.data, cfg.model, "test")
-    metrics = evaluate_dataset(model, test_ds, desc="test", **eval_kwargs)
-    metrics.update(checkpoint=str(out / "best.pt"), best_epoch=best["epoch"], split="test")
-    if info.is_main:
-        write_text_atomic(out / "test_results.json", json.dumps(metrics, indent=1))
+    barrier(r.info)
+    best = load_checkpoint(r.out / "best.pt")
+    r.bare.load_state_dict(best["model"])
+    test_ds = build_split(r.cfg.data, r.cfg.model, "test")
+    metrics = evaluate_dataset(r.bare, test_ds, desc="test", **r.eval_kwargs)
+    metrics.update(checkpoint=str(r.out / "best.pt"), best_epoch=best["epoch"], split="test")
+    if r.info.is_main:
+        write_text_atomic(r.out / "test_results.json", json.dumps(metrics, indent=1))
         plot_confusion(
             metrics["confusion"],
             metrics["class_names"],
-            out / "confusion_test.png",
-            title=f"{cfg.data.dataset} test (best.pt, epoch {best['epoch']})",
+            r.out / "confusion_test.png",
+            title=f"{r.cfg.data.dataset} test (best.pt, epoch {best['epoch']})",
         )
-        log.write(
+        r.log.write(
             dict(
                 kind="test",
                 epoch=best["epoch"],
