@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from respike_neuro.config import VARIANTS
-from respike_neuro.train import DEFAULT_CONFIG, ConfigError, build_run_config, read_yaml, run
+from respike_neuro.config import DEFAULT_CONFIG, VARIANTS, ConfigError, build_run_config, read_yaml
+from respike_neuro.train import run
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

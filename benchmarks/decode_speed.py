@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from respike_neuro.data.cache import FrameCache
+from respike_neuro.data.frame_cache import FrameCache
 from respike_neuro.data.video import VideoClipDataset, VideoRecord
 
 

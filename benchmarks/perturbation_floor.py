@@ -42,7 +42,8 @@ def measure(checkpoint: Path, *, clips: int, repeats: int, bits: list[int], seed
 
     from respike_neuro.analysis.stability import perturbed_agreement
     from respike_neuro.checkpoint import load_model
-    from respike_neuro.train import DataConfig, build_split
+    from respike_neuro.config import DataConfig
+    from respike_neuro.data.registry import build_split
 
     model, ckpt = load_model(checkpoint)
     if model.snn is None:

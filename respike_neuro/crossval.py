@@ -30,9 +30,10 @@ import yaml
 
 from respike_neuro.checkpoint import CheckpointError
 from respike_neuro.cli import guarded
+from respike_neuro.config import ConfigError, RunConfig, config_from_args
 from respike_neuro.data.registry import canonical_name, official_folds
 from respike_neuro.fileio import write_text_atomic
-from respike_neuro.train import ConfigError, RunConfig, config_from_args, make_parser, run
+from respike_neuro.train import make_parser, run
 
 METRICS = ("video_top1", "clip_top1", "video_top5", "clip_top5", "mean_class_accuracy")
 

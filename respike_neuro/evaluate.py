@@ -321,7 +321,9 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     from respike_neuro.checkpoint import class_names_of, load_model, train_config_of
-    from respike_neuro.train import DataConfig, build_split, resolve_device
+    from respike_neuro.config import DataConfig
+    from respike_neuro.data.registry import build_split
+    from respike_neuro.devices import resolve_device
 
     out = _check_args(args)
     if args.threads:
@@ -376,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
 def _evaluate_deployed(args, data, model, dataset, class_names, predict_kw) -> dict[str, Any]:
     """Metrics of host + spiking branch through the bridge, with the PyTorch ones beside them."""
     from respike_neuro.bridge import DeployedClassifier, HybridBridge
-    from respike_neuro.train import build_split
+    from respike_neuro.data.registry import build_split
 
     cal, cal_desc = None, None
     if args.deploy == "fixed":

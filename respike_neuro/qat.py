@@ -157,7 +157,7 @@ def _accuracy(
 
 
 def _split(data, model_cfg, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    from respike_neuro.train import build_split
+    from respike_neuro.data.registry import build_split
 
     ds = build_split(data, model_cfg, split)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -178,8 +178,7 @@ def _epoch_clips(data, model_cfg, epoch: int, n: int, gen: torch.Generator) -> D
     that neither the float model nor an earlier epoch saw (the stream is endless, indexed by (seed, split,
     index)); these are what teach the fixed-point model the float model's near-tie decisions, which the
     float model's own, confidently fitted training clips cannot. Other datasets: n random training clips."""
-    from respike_neuro.data.registry import canonical_name
-    from respike_neuro.train import build_split
+    from respike_neuro.data.registry import build_split, canonical_name
 
     if canonical_name(data.dataset) == "synthetic":
         start = data.train_clips + (epoch - 1) * n
@@ -249,7 +248,7 @@ def finetune(
     Returns the record also stored in the NIR metadata ('qat'): per-epoch loss and validation accuracy,
     the chosen epoch, and timings.
     """
-    from respike_neuro.train import DataConfig
+    from respike_neuro.config import DataConfig
 
     out = Path(out)
     if out.suffix != ".nir":

@@ -30,19 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
-import typing
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +43,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from respike_neuro.checkpoint import (
-    FORMAT_VERSION,
-    CheckpointError,
-    check_state_dict,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
+from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
+from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
+    ConfigError,
+    RunConfig,
+    add_config_arguments,
+    build_run_config,
+    config_from_args,
+    read_yaml,
 )
-from respike_neuro.cli import ArgumentParser, UsageError, check_device, check_output_dir, guarded
-from respike_neuro.config import VARIANTS, ModelConfig
+from respike_neuro.data.registry import InMemory, build_split
+from respike_neuro.devices import amp_dtype_for, resolve_device, seed_everything, seed_worker
 from respike_neuro.distributed import (
-    DistInfo,
     TrainSampler,
     all_reduce_sum,
     barrier,
@@ -74,487 +67,9 @@ from respike_neuro.distributed import (
 )
 from respike_neuro.evaluate import evaluate_dataset, plot_confusion, skipped_count, summary_line
 from respike_neuro.fileio import write_text_atomic
-
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
-SECTIONS = ("model", "data", "train", "variant")
-
-
-class ConfigError(UsageError):
-    """A bad config value or key; the message names the key and where it came from."""
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where clips come from. Frames and resolution are the model's (model.frames/resolution)."""
-
-    dataset: str = field(
-        default="synthetic",
-        metadata=_help(
-            "dataset name: 'synthetic' (built in, generated on the fly) or a registry name "
-            "(ucf101, hmdb51, kinetics400)"
-        ),
-    )
-    root: str | None = field(default=None, metadata=_help("dataset root directory (real datasets)"))
-    fold: int = field(default=1, metadata=_help("official split fold (UCF-101/HMDB-51: 1-3)"))
-    train_clips: int = field(default=480, metadata=_help("synthetic: clips in the train split"))
-    val_clips: int = field(default=120, metadata=_help("synthetic: clips in the validation split"))
-    test_clips: int = field(default=240, metadata=_help("synthetic: clips in the test split (0: no test)"))
-    clips_per_video: int = field(
-        default=1,
-        metadata=_help(
-            "real datasets: clips sampled per video for validation/test (video accuracy averages them)"
-        ),
-    )
-    frames: int | None = field(
-        default=None,
-        metadata=_help("clip length; null mirrors model.frames (if set, it must equal model.frames)"),
-    )
-    resolution: int | None = field(
-        default=None,
-        metadata=_help("frame side; null mirrors model.resolution (if set, it must equal model.resolution)"),
-    )
-    workers: int = field(default=0, metadata=_help("DataLoader worker processes per rank"))
-    cache: bool = field(
-        default=False,
-        metadata=_help(
-            "render/decode train and val clips once and keep them in memory (small datasets only)"
-        ),
-    )
-    seed: int = field(default=0, metadata=_help("synthetic: generator seed of the dataset"))
-    options: dict = field(
-        default_factory=dict,
-        metadata=_help("extra keyword arguments for the dataset constructor (e.g. {distractors: 2})"),
-    )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Any:
-        """Strict: unknown keys and wrongly-typed values raise ConfigError naming key and source."""
-        return _from_dict(cls, values, "data", source)
-
-    def replace(self, **changes: Any) -> Any:
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The optimisation run."""
-
-    epochs: int = field(default=10, metadata=_help("training epochs"))
-    batch_size: int = field(
-        default=16, metadata=_help("GLOBAL batch per optimizer step (split over ranks and accum_steps)")
-    )
-    accum_steps: int = field(
-        default=1,
-        metadata=_help("gradient accumulation: micro-batches per optimizer step (interleaved split)"),
-    )
-    eval_batch_size: int = field(default=32, metadata=_help("per-rank batch for validation/test"))
-    lr: float = field(
-        default=0.05, metadata=_help("peak learning rate (authors: 1e-4 with ImageNet weights)")
-    )
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
-    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay"))
-    nesterov: bool = field(default=False, metadata=_help("Nesterov momentum"))
-    schedule: str = field(default="cosine", metadata=_help("LR schedule per step: cosine or constant"))
-    warmup_epochs: float = field(
-        default=0.0, metadata=_help("linear LR warmup length in epochs (may be fractional)")
-    )
-    min_lr: float = field(default=0.0, metadata=_help("final LR of the cosine schedule"))
-    grad_clip: float = field(default=0.0, metadata=_help("clip gradient global L2 norm to this (0: off)"))
-    amp: str = field(
-        default="auto",
-        metadata=_help("mixed precision: auto (fp16 + GradScaler on CUDA, fp32 on CPU), off, fp16, bf16"),
-    )
-    seed: int = field(default=0, metadata=_help("seed of python/numpy/torch RNGs, model init and data order"))
-    device: str = field(default="auto", metadata=_help("auto (CUDA if present), cpu, cuda, cuda:N"))
-    threads: int | None = field(default=None, metadata=_help("torch CPU threads (null: torch's default)"))
-    out: str = field(default="runs/default", metadata=_help("output directory"))
-    resume: str = field(
-        default="auto",
-        metadata=_help("auto (continue from <out>/last.pt if present), never, or a checkpoint path"),
-    )
-    checkpoint_every_steps: int = field(
-        default=0, metadata=_help("also write last.pt every N optimizer steps (0: only at epoch ends)")
-    )
-    log_every_steps: int = field(
-        default=10, metadata=_help("write a 'step' line to metrics.jsonl every N steps")
-    )
-    eval_every: int = field(default=1, metadata=_help("validate every N epochs (and always after the last)"))
-    max_steps: int = field(
-        default=0,
-        metadata=_help(
-            "stop after this many optimizer steps in all, saving last.pt (0: no limit; resume continues)"
-        ),
-    )
-    sync_bn: bool = field(
-        default=False, metadata=_help("DDP: convert BatchNorm to SyncBatchNorm (CUDA only)")
-    )
-    find_unused_parameters: bool = field(
-        default=False,
-        metadata=_help("DDP: find_unused_parameters (only if a variant leaves parameters without gradient)"),
-    )
-    checkpoint_activations: bool = field(
-        default=False, metadata=_help("recompute blocks in backward to save activation memory (~30% slower)")
-    )
-    progress: bool = field(default=True, metadata=_help("tqdm progress bars"))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Any:
-        """Strict: unknown keys and wrongly-typed values raise ConfigError naming key and source."""
-        return _from_dict(cls, values, "train", source)
-
-    def replace(self, **changes: Any) -> Any:
-        return dataclasses.replace(self, **changes)
-
-
-MODEL_HELP = {
-    "num_classes": "number of classes (must match the dataset)",
-    "architecture": "hybrid (ANN+SNN), ann or snn",
-    "inputs": "key+res (ReSpike), all, key or res",
-    "attention": "hybrid: cross-attention fusion at every stage (false: fuse only at the head)",
-    "frames": "frames per clip T",
-    "stride": "segment length s: 1 key frame + s-1 residual frames",
-    "resolution": "frame side in pixels (multiple of 32)",
-    "ann": "ANN backbone: resnet18/34/50/101/152",
-    "ann_weights": "ANN init: null (random), 'imagenet' (from the torch hub cache) or a file path",
-    "snn_width": "channels of the SNN's first stage (doubles per stage)",
-    "snn_blocks": "residual blocks per SNN stage, 4 entries",
-    "beta": "LIF membrane decay (v <- beta v + I)",
-    "threshold": "LIF firing threshold",
-    "surrogate_alpha": "ATan surrogate sharpness in the authors' units (on the membrane scaled by 1-beta)",
-    "fusion_pool": "per-stage average-pool factor before cross-attention, 4 entries",
-    "attention_head_dim": "cross-attention head dimension",
-    "lif_backend": "fused (this repo's LIF) or snntorch",
-    "snn_bn_stats": "SNN BatchNorm training statistics: per_timestep (the authors') or folded over time",
-}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-    variant: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "data": _plain(dataclasses.asdict(self.data)),
-            "train": dataclasses.asdict(self.train),
-            "variant": self.variant,
-        }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-# -- config parsing -----------------------------------------------------------------------------
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check/convert `value` to the field type `hint`, or raise ConfigError naming key and source."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key, source)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    bad = ConfigError(f"{source}: {key} must be {_type_name(hint)}, got {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if origin is tuple or hint is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        if args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise ConfigError(f"{source}: {key} needs {len(args)} entries, got {value!r}")
-        elem = args[0] if args else Any
-        return tuple(value if elem is Any else (_coerce(v, elem, key, source) for v in value))
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint)).replace("typing.", "")
-
-
-def _from_dict(cls: type, values: Any, section: str, source: str) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: section '{section}' must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {[f'{section}.{k}' for k in unknown]}; known {section} keys: {known}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}", source) for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{source}: {section}: {err}") from None
-
-
-def _model_from_dict(values: dict[str, Any], source: str) -> ModelConfig:
-    hints = typing.get_type_hints(ModelConfig)
-    known = [f.name for f in dataclasses.fields(ModelConfig)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {[f'model.{k}' for k in unknown]}; known model keys: {known}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"model.{k}", source) for k, v in values.items()}
-    try:
-        return ModelConfig.from_dict(kwargs, source=source)
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(f"{source}: model: {err.args[0] if err.args else err}") from None
-
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
-    except OSError as err:
-        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must be a mapping of sections {list(SECTIONS)}")
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; known sections: {list(SECTIONS)}")
-    return raw
-
-
-def build_run_config(
-    file_values: dict[str, Any],
-    overrides: dict[str, Any] | None = None,
-    *,
-    source: str = "config",
-    override_source: str = "command line",
-) -> RunConfig:
-    """Sections from a YAML mapping + dotted overrides {"train.epochs": 3} -> validated RunConfig."""
-    for s in ("model", "data", "train"):
-        value = file_values.get(s)
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{source}: section '{s}' must be a mapping, got {value!r}")
-    sections: dict[str, Any] = {s: dict(file_values.get(s) or {}) for s in ("model", "data", "train")}
-    variant = file_values.get("variant")
-    model_cli: dict[str, Any] = {}
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if dotted == "variant":
-            variant = value
-        elif section in ("data", "train") and key:
-            sections[section][key] = value
-        elif section == "model" and key:
-            model_cli[key] = value
-        else:
-            raise ConfigError(
-                f"{override_source}: unknown key {dotted!r}; use section.key with section in "
-                f"{list(SECTIONS[:3])}, or 'variant'"
-            )
-    if variant is not None:
-        if variant not in VARIANTS:
-            raise ConfigError(f"{source}: unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
-        sections["model"].update(VARIANTS[variant])
-    # CLI model keys are checked against the model's own fields first, so the message names the CLI
-    unknown = sorted(set(model_cli) - {f.name for f in dataclasses.fields(ModelConfig)})
-    if unknown:
-        raise ConfigError(f"{override_source}: unknown key(s) {[f'model.{k}' for k in unknown]}")
-    sections["model"].update(model_cli)
-    src = source if not overrides else f"{source} + {override_source}"
-    model = _model_from_dict(sections["model"], src)
-    data = _from_dict(DataConfig, sections["data"], "data", src)
-    train = _from_dict(TrainConfig, sections["train"], "train", src)
-    for name in ("frames", "resolution"):
-        value = getattr(data, name)
-        if value is not None and value != getattr(model, name):
-            raise ConfigError(
-                f"{src}: data.{name}={value} differs from model.{name}={getattr(model, name)}; "
-                f"leave data.{name} null to mirror the model"
-            )
-    _check_train(train, src)
-    _check_data(data, src)
-    return RunConfig(model=model, data=data, train=train, variant=variant)
-
-
-def _check_data(d: DataConfig, src: str) -> None:
-    """Splits that exist (a negative or empty split only failed after training)."""
-    checks = [
-        (d.train_clips >= 1, f"data.train_clips must be >= 1, got {d.train_clips}"),
-        (d.val_clips >= 1, f"data.val_clips must be >= 1, got {d.val_clips}"),
-        (d.test_clips >= 0, f"data.test_clips must be >= 0 (0: no test), got {d.test_clips}"),
-        (d.clips_per_video >= 1, f"data.clips_per_video must be >= 1, got {d.clips_per_video}"),
-        (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{src}: {message}")
-
-
-def _check_train(t: TrainConfig, src: str) -> None:
-    for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "min_lr", "grad_clip"):
-        if not math.isfinite(getattr(t, name)):
-            raise ConfigError(f"{src}: train.{name} must be a finite number, got {getattr(t, name)}")
-    try:
-        check_device(t.device, option="train.device")
-    except UsageError as err:
-        raise ConfigError(f"{src}: {err}") from None
-    checks = [
-        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
-        (t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}"),
-        (t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}"),
-        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
-        (0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, train.lr={t.lr}], got {t.min_lr}"),
-        (0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}"),
-        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
-        (
-            t.schedule in ("cosine", "constant"),
-            f"train.schedule must be cosine or constant, got {t.schedule!r}",
-        ),
-        (t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}"),
-        (
-            t.amp in ("auto", "off", "fp16", "bf16"),
-            f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}",
-        ),
-        (t.grad_clip >= 0, f"train.grad_clip must be >= 0, got {t.grad_clip}"),
-        (t.threads is None or t.threads >= 1, f"train.threads must be >= 1, got {t.threads}"),
-        (
-            min(t.checkpoint_every_steps, t.log_every_steps, t.max_steps) >= 0,
-            "train.checkpoint_every_steps, log_every_steps and max_steps must be >= 0",
-        ),
-        (t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{src}: {message}")
-
-
-# -- data ---------------------------------------------------------------------------------------
-
-
-def build_split(data: DataConfig, model: ModelConfig, split: str) -> Dataset:
-    """One split of the configured dataset (respike_neuro.data.registry) at the model's frames,
-    resolution and stride; val/test in eval mode (clips_per_video clips per video, centre crop)."""
-    from respike_neuro.data.registry import build_dataset, canonical_name
-
-    mode = "train" if split == "train" else "eval"
-    kwargs: dict[str, Any] = dict(
-        root=data.root,
-        split=split,
-        fold=data.fold,
-        frames=model.frames,
-        resolution=model.resolution,
-        stride=model.stride,
-        mode=mode,
-    )
-    if canonical_name(data.dataset) == "synthetic":
-        counts = {"train": data.train_clips, "val": data.val_clips, "test": data.test_clips}
-        kwargs.update(num_clips=counts[split], seed=data.seed)
-    elif mode == "eval":
-        kwargs.update(clips_per_video=data.clips_per_video)
-    kwargs.update(data.options)
-    return build_dataset(data.dataset, **kwargs)
-
-
-class InMemory(Dataset):
-    """All items of `dataset` computed once; attributes (class_names, video_index, ...) pass through."""
-
-    def __init__(self, dataset: Dataset, *, desc: str = "cache", progress: bool = True) -> None:
-        self.base = dataset
-        items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress)]
-        self.clips = torch.stack([torch.as_tensor(c) for c, _ in items])
-        self.labels = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.clips[index], int(self.labels[index])
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-
-def _worker_init(worker_id: int) -> None:
-    """Seed numpy/python in each DataLoader worker from the torch seed DataLoader gave it."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but CUDA is not available")
-        if info is not None and info.enabled and device.index is None:
-            device = torch.device("cuda", info.local_rank)
-    return device
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+from respike_neuro.metrics_log import JsonlLog
+from respike_neuro.run_files import StopRequest, check_ann_weights, resume_path, set_aside_earlier_results
+from respike_neuro.train_state import Run, TrainState, checkpoint_state, resume_from
 
 
 def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -567,122 +82,49 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: f
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# -- the run ------------------------------------------------------------------------------------
-
-
-class JsonlLog:
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _resume_path(t: TrainConfig, out: Path) -> Path | None:
-    if t.resume == "never":
-        return None
-    if t.resume == "auto":
-        last = out / "last.pt"
-        return last if last.is_file() else None
-    path = Path(t.resume)
-    if not path.is_file():
-        raise ConfigError(f"train.resume: checkpoint {path} does not exist")
-    return path
-
-
-RESULT_FILES = ("best.pt", "metrics.jsonl", "test_results.json", "confusion_test.png", "last.pt")
-
-
-class _StopRequest:
-    """Ctrl-C during training: finish the current step, write last.pt, then raise KeyboardInterrupt
-    (a second Ctrl-C stops at once). Single process only: DDP ranks would stop at different steps."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.requested = False
-        self._previous: Any = None
-        if enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step, saving last.pt (Ctrl-C again: stop now)", file=sys.stderr)
-
-    def interrupt(self, message: str) -> None:
-        print(message, file=sys.stderr)
-        raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _check_ann_weights(model: ModelConfig) -> None:
-    """ann_weights naming a file must name a torch file (random bytes gave a 38-line UnpicklingError)."""
-    weights = model.ann_weights
-    if not model.has_ann or weights in (None, "imagenet"):
-        return
-    path = Path(weights)
-    if not path.is_file():
-        raise ConfigError(f"model.ann_weights: {path} is not a file")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"model.ann_weights: {path} is not a torch weights file (no zip archive inside)")
-
-
-def _set_aside_earlier_results(out: Path, t: TrainConfig, is_main: bool) -> None:
-    """A fresh run never deletes another run's results: with resume 'auto' (and no last.pt) it refuses;
-    with resume 'never' it moves them into <out>/previous-<time>/ and says so in one line."""
-    found = [name for name in RESULT_FILES if (out / name).exists()]
-    if not found:
-        return
-    if t.resume == "auto":
-        raise ConfigError(
-            f"train.out {out} holds another run's results ({', '.join(found)}) and no last.pt to resume; "
-            "choose another --out, or --resume never to move them aside"
-        )
-    if not is_main:
-        return
-    aside = out / time.strftime("previous-%Y%m%d-%H%M%S")
-    n = 1
-    while aside.exists():
-        aside = out / f"{time.strftime('previous-%Y%m%d-%H%M%S')}-{n}"
-        n += 1
-    aside.mkdir()
-    for name in (*found, "config.yaml"):
-        if (out / name).exists():
-            os.replace(out / name, aside / name)
-    print(f"moved the earlier run's results ({', '.join(found)}) to {aside}", file=sys.stderr)
-
-
-def _truncate_metrics(path: Path, *, step: int, epoch: int) -> None:
-    """After a resume from `step`: drop the lines written after that checkpoint (they are redone), so
-    metrics.jsonl never repeats a step; a 'test' line is written again if the run finishes."""
-    if not path.is_file():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            dropped += 1  # a line cut short by a kill
-            continue
-        kind = record.get("kind") if isinstance(record, dict) else None
-        if (kind == "step" and record.get("step", 0) <= step) or (
-            kind == "epoch" and record.get("epoch", 0) <= epoch
-        ):
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        write_text_atomic(path, "".join(x + "\n" for x in kept))
-
-
 def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, validate every epoch, keep best.pt, test once with it. Returns a summary dict."""
+    r, st = setup_run(cfg)
+    t = cfg.train
+    stopped = False
+    st.run_start = st.epoch_start = time.perf_counter()
+    stop = StopRequest(enabled=r.info.is_main and not r.info.enabled)
+    try:
+        while st.epoch < t.epochs and not stopped:
+            stopped = train_one_epoch(r, st, stop)
+            if st.epoch_step < r.steps_per_epoch:  # stopped mid-epoch by max_steps
+                break
+            record = end_epoch(r, st)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            if t.max_steps and st.step >= t.max_steps:
+                stopped = True
+            if stop.requested:
+                stop.interrupt(f"interrupted after epoch {st.epoch}: saved {r.out / 'last.pt'}")
+    finally:
+        stop.restore()
+    summary: dict[str, Any] = dict(
+        out=str(r.out),
+        epoch=st.epoch,
+        step=st.step,
+        best_val_acc=st.best,
+        best_epoch=st.best_epoch,
+        best=str(r.out / "best.pt"),
+        last=str(r.out / "last.pt"),
+        metrics=str(r.out / "metrics.jsonl"),
+        finished=st.epoch >= t.epochs,
+    )
+    if st.epoch >= t.epochs and cfg.data.test_clips != 0:
+        summary["test"] = _final_test(r)
+    return summary
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+
+def setup_run(cfg: RunConfig) -> tuple[Run, TrainState]:
+    """Devices, output directory, data, model, optimizer, a resumed state and the train loader, in the
+    order that fixes the random streams (an interrupted and resumed run ends with the same weights)."""
     t = cfg.train
     probe_device = resolve_device(t.device)
     info = init_distributed(probe_device.type)
@@ -691,10 +133,10 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
         torch.set_num_threads(t.threads)
     out = Path(t.out)
     check_output_dir(out, "train.out")  # before any work: an unwritable --out used to fail after training
-    _check_ann_weights(cfg.model)
-    resume = _resume_path(t, out)
+    check_ann_weights(cfg.model)
+    resume = resume_path(t, out)
     if resume is None:
-        _set_aside_earlier_results(out, t, info.is_main)
+        set_aside_earlier_results(out, t, info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(info)
@@ -704,35 +146,70 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
             f"train.batch_size={t.batch_size} must be a positive multiple of world size "
             f"{info.world_size} x accum_steps {t.accum_steps}"
         )
-    progress = t.progress and info.is_main
+    r = Run(cfg, info, device, out, per_rank, progress=t.progress and info.is_main)
     seed_everything(t.seed)
+    _build_data(r)
+    _build_model(r)
+    st = TrainState()
+    if resume is not None:
+        resume_from(r, st, resume)
+    if info.enabled:
+        r.model = torch.nn.parallel.DistributedDataParallel(
+            r.bare,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=t.find_unused_parameters,
+        )
+    r.sampler = TrainSampler(r.train_ds, info, seed=t.seed)
+    r.loader_gen = torch.Generator()
+    r.loader = DataLoader(
+        r.train_ds,
+        batch_size=per_rank * t.accum_steps,
+        sampler=r.sampler,
+        drop_last=True,
+        num_workers=cfg.data.workers,
+        worker_init_fn=seed_worker,
+        generator=r.loader_gen,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    r.log = JsonlLog(out / "metrics.jsonl", info.is_main)
+    if info.is_main:
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return r, st
 
-    train_ds = build_split(cfg.data, cfg.model, "train")
-    val_ds = build_split(cfg.data, cfg.model, "val")
+
+def _build_data(r: Run) -> None:
+    """Train and validation splits (kept in memory with data.cache), class names, steps per epoch."""
+    cfg, t = r.cfg, r.cfg.train
+    r.train_ds = build_split(cfg.data, cfg.model, "train")
+    r.val_ds = build_split(cfg.data, cfg.model, "val")
     if cfg.data.cache:
-        train_ds = InMemory(train_ds, desc="cache train", progress=progress)
-        val_ds = InMemory(val_ds, desc="cache val", progress=progress)
-    class_names = list(getattr(train_ds, "class_names", None) or range(cfg.model.num_classes))
-    class_names = [str(c) for c in class_names]
-    num_classes = getattr(train_ds, "num_classes", len(class_names))
+        r.train_ds = InMemory(r.train_ds, desc="cache train", progress=r.progress)
+        r.val_ds = InMemory(r.val_ds, desc="cache val", progress=r.progress)
+    class_names = list(getattr(r.train_ds, "class_names", None) or range(cfg.model.num_classes))
+    r.class_names = [str(c) for c in class_names]
+    num_classes = getattr(r.train_ds, "num_classes", len(r.class_names))
     if num_classes != cfg.model.num_classes:
         raise ConfigError(
             f"model.num_classes={cfg.model.num_classes} but dataset {cfg.data.dataset!r} has "
             f"{num_classes} classes; set model.num_classes={num_classes}"
         )
-    steps_per_epoch = len(train_ds) // (per_rank * t.accum_steps * info.world_size)
-    if steps_per_epoch < 1:
+    r.steps_per_epoch = len(r.train_ds) // (r.per_rank * t.accum_steps * r.info.world_size)
+    if r.steps_per_epoch < 1:
         raise ConfigError(
-            f"train split has {len(train_ds)} clips, fewer than one global batch of {t.batch_size}"
+            f"train split has {len(r.train_ds)} clips, fewer than one global batch of {t.batch_size}"
         )
-    total_steps = steps_per_epoch * t.epochs
 
+
+def _build_model(r: Run) -> None:
+    """The model on its device, SGD, the per-step LR schedule and the fp16 GradScaler."""
     from respike_neuro.models.hybrid import build_model
 
+    cfg, t = r.cfg, r.cfg.train
     model = build_model(cfg.model)
     model.checkpoint_activations = t.checkpoint_activations
-    if t.sync_bn and info.enabled:
-        if device.type != "cuda":
+    if t.sync_bn and r.info.enabled:
+        if r.device.type != "cuda":
             raise ConfigError("train.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
         if cfg.model.has_snn and cfg.model.snn_bn_stats == "per_timestep":
             raise ConfigError(
@@ -740,310 +217,213 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
                 "model.snn_bn_stats: folded to use it, or train without sync_bn"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    bare = model
-    optimizer = torch.optim.SGD(
+    model.to(r.device)
+    r.model = r.bare = model
+    r.optimizer = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
     )
-    warmup = round(t.warmup_epochs * steps_per_epoch)
+    total_steps = r.steps_per_epoch * t.epochs
+    warmup = round(t.warmup_epochs * r.steps_per_epoch)
     min_ratio = t.min_lr / t.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
+    r.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        r.optimizer,
         lambda s: lr_factor(s, total=total_steps, warmup=warmup, schedule=t.schedule, min_ratio=min_ratio),
     )
-    amp_dtype = amp_dtype_for(t.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    r.amp_dtype = amp_dtype_for(t.amp, r.device)
+    r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp_dtype == torch.float16 and r.device.type == "cuda")
 
-    epoch, step, epoch_step, best, best_epoch = 0, 0, 0, None, None
-    resumed_sums: dict[str, Any] | None = None  # the interrupted epoch's running loss sums
-    resumed_at: int | None = None  # step at which a mid-epoch resume started
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        if ckpt["model_config"] != cfg.model.to_dict():
-            diff = sorted(
-                k
-                for k in set(ckpt["model_config"]) | set(cfg.model.to_dict())
-                if ckpt["model_config"].get(k) != cfg.model.to_dict().get(k)
-            )
-            raise ConfigError(
-                f"cannot resume from {resume}: its model config differs in {diff} "
-                f"(use --resume never or another --out)"
-            )
-        check_state_dict(bare, ckpt["model"], source=f"checkpoint {resume}")
-        bare.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, step, epoch_step = ckpt["epoch"], ckpt["step"], ckpt.get("epoch_step", 0)
-        best, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
-        set_rng_state(ckpt["rng"])
-        if epoch_step:
-            resumed_at = step
-            sums_state = ckpt.get("metric_sums")
-            if isinstance(sums_state, dict) and not info.enabled:  # per-rank sums: one process only
-                resumed_sums = sums_state
-        if info.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step=step, epoch=epoch)
-            print(f"resumed from {resume}: epoch {epoch}, step {step}", file=sys.stderr)
 
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            bare,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.find_unused_parameters,
-        )
+# -- one epoch ----------------------------------------------------------------------------------
 
-    sampler = TrainSampler(train_ds, info, seed=t.seed)
-    loader_gen = torch.Generator()
-    loader = DataLoader(
-        train_ds,
-        batch_size=per_rank * t.accum_steps,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.data.workers,
-        worker_init_fn=_worker_init,
-        generator=loader_gen,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
+
+def _start_epoch(r: Run, st: TrainState) -> None:
+    """Data order of this epoch (skipping the batches a mid-epoch resume has seen) and fresh sums."""
+    t = r.cfg.train
+    r.sampler.set_epoch(st.epoch)
+    r.loader_gen.manual_seed(t.seed * 100_003 + st.epoch)
+    if st.epoch_step:
+        r.sampler.skip_batches(st.epoch_step, r.per_rank * t.accum_steps)
+    r.model.train()
+    st.sums, st.window, st.epoch_seconds_before = np.zeros(3), np.zeros(3), 0.0
+    if st.resumed_sums is not None:  # the interrupted epoch's sums: its line covers the whole epoch
+        st.sums = np.asarray(st.resumed_sums["epoch"], dtype=np.float64)
+        st.window = np.asarray(st.resumed_sums["window"], dtype=np.float64)
+        st.epoch_seconds_before = float(st.resumed_sums["seconds"])
+    st.resumed_sums = None
+    st.epoch_start = st.window_start = time.perf_counter()
+
+
+def train_one_epoch(r: Run, st: TrainState, stop: StopRequest) -> bool:
+    """The rest of epoch st.epoch, step by step; True when train.max_steps ends the run. Writes last.pt
+    mid-epoch every checkpoint_every_steps, at max_steps, and on Ctrl-C (then raises KeyboardInterrupt)."""
+    t = r.cfg.train
+    _start_epoch(r, st)
+    bar = tqdm(
+        r.loader,
+        desc=f"epoch {st.epoch + 1}/{t.epochs}",
+        leave=False,
+        disable=not r.progress,
+        initial=st.epoch_step,
+        total=r.steps_per_epoch,
     )
-    log = JsonlLog(out / "metrics.jsonl", info.is_main)
-    if info.is_main:
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
-    window = np.zeros(3)
-    epoch_seconds_before = 0.0  # of an epoch interrupted and resumed: the time spent before
-
-    def state(kind_epoch: int, kind_epoch_step: int) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if kind_epoch_step:  # mid-epoch: what the epoch's metrics line needs after a resume
-            extra["metric_sums"] = {
-                "epoch": sums.tolist(),
-                "window": window.tolist(),
-                "seconds": epoch_seconds_before + time.perf_counter() - epoch_start,
-            }
-        return dict(
-            **extra,
-            format_version=FORMAT_VERSION,
-            model_config=cfg.model.to_dict(),
-            train_config=cfg.to_dict(),
-            model=bare.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(),
-            epoch=kind_epoch,
-            step=step,
-            epoch_step=kind_epoch_step,
-            best_metric=best,
-            best_epoch=best_epoch,
-            rng=rng_state(),
-            class_names=class_names,
-        )
-
-    eval_kwargs = dict(
-        device=device,
-        class_names=class_names,
-        batch_size=t.eval_batch_size,
-        workers=cfg.data.workers,
-        amp_dtype=amp_dtype,
-        info=info,
-        progress=progress,
-    )
-    stopped = False
-    run_start = epoch_start = time.perf_counter()
-    stop = _StopRequest(enabled=info.is_main and not info.enabled)
-    try:
-        while epoch < t.epochs and not stopped:
-            sampler.set_epoch(epoch)
-            loader_gen.manual_seed(t.seed * 100_003 + epoch)
-            if epoch_step:
-                sampler.skip_batches(epoch_step, per_rank * t.accum_steps)
-            model.train()
-            sums = np.zeros(3)  # loss * n, correct, n (this rank, this epoch)
-            window = np.zeros(3)
-            epoch_seconds_before = 0.0
-            if resumed_sums is not None:  # the interrupted epoch's sums: its line covers the whole epoch
-                sums = np.asarray(resumed_sums["epoch"], dtype=np.float64)
-                window = np.asarray(resumed_sums["window"], dtype=np.float64)
-                epoch_seconds_before = float(resumed_sums["seconds"])
-            resumed_sums = None
-            epoch_start = window_start = time.perf_counter()
-            bar = tqdm(
-                loader,
-                desc=f"epoch {epoch + 1}/{t.epochs}",
-                leave=False,
-                disable=not progress,
-                initial=epoch_step,
-                total=steps_per_epoch,
-            )
-            for clip, label in bar:
-                if epoch_step >= steps_per_epoch:
-                    break
-                clip = clip.to(device, non_blocking=True)
-                label = torch.as_tensor(label).to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                batch = np.zeros(3)
-                for m in range(t.accum_steps):
-                    c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
-                    sync = (
-                        contextlib.nullcontext()
-                        if not info.enabled or m == t.accum_steps - 1
-                        else model.no_sync()
-                    )
-                    with sync:
-                        with torch.autocast(
-                            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                        ):
-                            logits = model(c)
-                        loss = F.cross_entropy(logits.float(), y)
-                        scaler.scale(loss / t.accum_steps).backward()
-                    batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
-                if t.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                lr = optimizer.param_groups[0]["lr"]
-                scale = scaler.get_scale() if scaler.is_enabled() else 0.0
-                scaler.step(optimizer)
-                scaler.update()
-                if not scaler.is_enabled() or scaler.get_scale() >= scale:
-                    scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
-                step += 1
-                epoch_step += 1
-                sums += batch
-                window += batch
-                if progress:
-                    bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
-                if t.log_every_steps and step % t.log_every_steps == 0:
-                    w = all_reduce_sum(list(window), info, device)
-                    dt = time.perf_counter() - window_start
-                    log.write(
-                        dict(
-                            kind="step",
-                            epoch=epoch + 1,
-                            step=step,
-                            loss=w[0] / w[2],
-                            train_acc=w[1] / w[2],
-                            lr=lr,
-                            time=time.perf_counter() - run_start,
-                            clips_per_s=w[2] / dt,
-                        )
-                    )
-                    window[:] = 0
-                    window_start = time.perf_counter()
-                at_limit = t.max_steps and step >= t.max_steps
-                if epoch_step < steps_per_epoch and (
-                    at_limit or (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0)
-                ):
-                    if info.is_main:
-                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
-                    barrier(info)
-                if at_limit:
-                    stopped = True
-                    break
-                if stop.requested:
-                    bar.close()
-                    if epoch_step < steps_per_epoch:  # at an epoch's end, the epoch-end save follows
-                        save_checkpoint(out / "last.pt", state(epoch, epoch_step))
-                        stop.interrupt(f"interrupted at step {step}: saved {out / 'last.pt'}")
-                    break
+    for clip, label in bar:
+        if st.epoch_step >= r.steps_per_epoch:
+            break
+        batch, lr = train_step(r, clip, label)
+        st.step += 1
+        st.epoch_step += 1
+        st.sums += batch
+        st.window += batch
+        if r.progress:
+            bar.set_postfix(loss=f"{batch[0] / batch[2]:.3f}", lr=f"{lr:.3g}")
+        if t.log_every_steps and st.step % t.log_every_steps == 0:
+            _log_steps(r, st, lr)
+        at_limit = t.max_steps and st.step >= t.max_steps
+        mid_epoch = st.epoch_step < r.steps_per_epoch
+        if mid_epoch and (at_limit or (t.checkpoint_every_steps and st.step % t.checkpoint_every_steps == 0)):
+            if r.info.is_main:
+                save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, st.epoch_step))
+            barrier(r.info)
+        if at_limit:
             bar.close()
-            if epoch_step < steps_per_epoch:  # stopped mid-epoch by max_steps
-                break
-            epoch += 1
-            epoch_step = 0
-            totals = all_reduce_sum(list(sums), info, device)
-            elapsed = time.perf_counter() - epoch_start + epoch_seconds_before
-            record = dict(
-                kind="epoch",
-                epoch=epoch,
-                step=step,
-                loss=totals[0] / totals[2],
-                train_acc=totals[1] / totals[2],
-                lr=optimizer.param_groups[0]["lr"],
-                time=time.perf_counter() - run_start,
-                epoch_seconds=elapsed,
-                clips_per_s=totals[2] / elapsed,
-            )
-            if resumed_at is not None:  # this epoch was interrupted and resumed at step resumed_at
-                record["resumed_at_step"] = resumed_at
-                if epoch_seconds_before == 0.0:  # a checkpoint without the sums: say what loss covers
-                    record["loss_from_step"] = resumed_at
-                resumed_at = None
-            skipped = skipped_count(train_ds)
-            if skipped is not None:
-                record["skipped_videos"] = skipped
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
-                broadcast_buffers(bare, info)  # BN running stats differ per rank: evaluate with rank 0's
-                val = evaluate_dataset(bare, val_ds, desc="val", **eval_kwargs)
-                record.update(
-                    val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"]
-                )
-                if "skipped_videos" in val:
-                    record["val_skipped_videos"] = val["skipped_videos"]
-                if best is None or val["video_top1"] > best:
-                    best, best_epoch = val["video_top1"], epoch
-                    if info.is_main:
-                        save_checkpoint(out / "best.pt", state(epoch, 0))
-            record.update(best_val_acc=best)
-            log.write(record)
-            if info.is_main:
-                save_checkpoint(out / "last.pt", state(epoch, 0))
-                val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
-                print(
-                    f"epoch {epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
-                    f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
-                    file=sys.stderr,
-                )
-            barrier(info)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-            if t.max_steps and step >= t.max_steps:
-                stopped = True
-            if stop.requested:
-                stop.interrupt(f"interrupted after epoch {epoch}: saved {out / 'last.pt'}")
-    finally:
-        stop.restore()
+            return True
+        if stop.requested:
+            bar.close()
+            if mid_epoch:  # at an epoch's end, the epoch-end save follows
+                save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, st.epoch_step))
+                stop.interrupt(f"interrupted at step {st.step}: saved {r.out / 'last.pt'}")
+            break
+    bar.close()
+    return False
 
-    summary: dict[str, Any] = dict(
-        out=str(out),
-        epoch=epoch,
-        step=step,
-        best_val_acc=best,
-        best_epoch=best_epoch,
-        best=str(out / "best.pt"),
-        last=str(out / "last.pt"),
-        metrics=str(out / "metrics.jsonl"),
-        finished=epoch >= t.epochs,
+
+def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, float]:
+    """One optimizer step over a global batch split into accum_steps interleaved micro-batches.
+    Returns this rank's (loss * n, correct, n) and the step's learning rate."""
+    t = r.cfg.train
+    clip = clip.to(r.device, non_blocking=True)
+    label = torch.as_tensor(label).to(r.device, non_blocking=True)
+    r.optimizer.zero_grad(set_to_none=True)
+    batch = np.zeros(3)
+    for m in range(t.accum_steps):
+        c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
+        last = not r.info.enabled or m == t.accum_steps - 1
+        with contextlib.nullcontext() if last else r.model.no_sync():
+            with torch.autocast(
+                r.device.type, dtype=r.amp_dtype or torch.float32, enabled=r.amp_dtype is not None
+            ):
+                logits = r.model(c)
+            loss = F.cross_entropy(logits.float(), y)
+            r.scaler.scale(loss / t.accum_steps).backward()
+        batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
+    if t.grad_clip > 0:
+        r.scaler.unscale_(r.optimizer)
+        torch.nn.utils.clip_grad_norm_(r.model.parameters(), t.grad_clip)
+    lr = r.optimizer.param_groups[0]["lr"]
+    scale = r.scaler.get_scale() if r.scaler.is_enabled() else 0.0
+    r.scaler.step(r.optimizer)
+    r.scaler.update()
+    if not r.scaler.is_enabled() or r.scaler.get_scale() >= scale:
+        r.scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
+    return batch, lr
+
+
+def _log_steps(r: Run, st: TrainState, lr: float) -> None:
+    """A 'step' line over the steps since the last one (all ranks' clips)."""
+    w = all_reduce_sum(list(st.window), r.info, r.device)
+    dt = time.perf_counter() - st.window_start
+    r.log.write(
+        dict(
+            kind="step",
+            epoch=st.epoch + 1,
+            step=st.step,
+            loss=w[0] / w[2],
+            train_acc=w[1] / w[2],
+            lr=lr,
+            time=time.perf_counter() - st.run_start,
+            clips_per_s=w[2] / dt,
+        )
     )
-    if epoch >= t.epochs and cfg.data.test_clips != 0:
-        summary["test"] = _final_test(cfg, bare, out, info, log, eval_kwargs)
-    return summary
+    st.window[:] = 0
+    st.window_start = time.perf_counter()
 
 
-def _final_test(
-    cfg: RunConfig,
-    model: torch.nn.Module,
-    out: Path,
-    info: DistInfo,
-    log: JsonlLog,
-    eval_kwargs: dict[str, Any],
-) -> dict[str, Any]:
+def end_epoch(r: Run, st: TrainState) -> dict[str, Any]:
+    """After a full epoch: its 'epoch' line (validated every eval_every epochs), best.pt, last.pt."""
+    t = r.cfg.train
+    st.epoch += 1
+    st.epoch_step = 0
+    totals = all_reduce_sum(list(st.sums), r.info, r.device)
+    elapsed = time.perf_counter() - st.epoch_start + st.epoch_seconds_before
+    record = dict(
+        kind="epoch",
+        epoch=st.epoch,
+        step=st.step,
+        loss=totals[0] / totals[2],
+        train_acc=totals[1] / totals[2],
+        lr=r.optimizer.param_groups[0]["lr"],
+        time=time.perf_counter() - st.run_start,
+        epoch_seconds=elapsed,
+        clips_per_s=totals[2] / elapsed,
+    )
+    if st.resumed_at is not None:  # this epoch was interrupted and resumed at step resumed_at
+        record["resumed_at_step"] = st.resumed_at
+        if st.epoch_seconds_before == 0.0:  # a checkpoint without the sums: say what loss covers
+            record["loss_from_step"] = st.resumed_at
+        st.resumed_at = None
+    skipped = skipped_count(r.train_ds)
+    if skipped is not None:
+        record["skipped_videos"] = skipped
+    if st.epoch % t.eval_every == 0 or st.epoch == t.epochs:
+        _validate_and_keep_best(r, st, record)
+    record.update(best_val_acc=st.best)
+    r.log.write(record)
+    if r.info.is_main:
+        save_checkpoint(r.out / "last.pt", checkpoint_state(r, st, st.epoch, 0))
+        val_text = f" val acc {record['val_acc']:.3f}" if "val_acc" in record else ""
+        print(
+            f"epoch {st.epoch}/{t.epochs}: loss {record['loss']:.4f} train acc {record['train_acc']:.3f}"
+            f"{val_text} ({elapsed:.0f} s, {record['clips_per_s']:.1f} clips/s)",
+            file=sys.stderr,
+        )
+    barrier(r.info)
+    return record
+
+
+def validate(r: Run) -> dict[str, Any]:
+    """Metrics of the validation split (evaluate.evaluate_dataset) with rank 0's BatchNorm statistics."""
+    broadcast_buffers(r.bare, r.info)  # BN running stats differ per rank: evaluate with rank 0's
+    return evaluate_dataset(r.bare, r.val_ds, desc="val", **r.eval_kwargs)
+
+
+def _validate_and_keep_best(r: Run, st: TrainState, record: dict[str, Any]) -> None:
+    val = validate(r)
+    record.update(val_acc=val["video_top1"], val_clip_acc=val["clip_top1"], val_top5=val["video_top5"])
+    if "skipped_videos" in val:
+        record["val_skipped_videos"] = val["skipped_videos"]
+    if st.best is None or val["video_top1"] > st.best:
+        st.best, st.best_epoch = val["video_top1"], st.epoch
+        if r.info.is_main:
+            save_checkpoint(r.out / "best.pt", checkpoint_state(r, st, st.epoch, 0))
+
+
+def _final_test(r: Run) -> dict[str, Any]:
     """Evaluate the test split once, with best.pt's weights."""
-    barrier(info)
-    best = load_checkpoint(out / "best.pt")
-    model.load_state_dict(best["model"])
-    test_ds = build_split(cfg.data, cfg.model, "test")
-    metrics = evaluate_dataset(model, test_ds, desc="test", **eval_kwargs)
-    metrics.update(checkpoint=str(out / "best.pt"), best_epoch=best["epoch"], split="test")
-    if info.is_main:
-        write_text_atomic(out / "test_results.json", json.dumps(metrics, indent=1))
+    barrier(r.info)
+    best = load_checkpoint(r.out / "best.pt")
+    r.bare.load_state_dict(best["model"])
+    test_ds = build_split(r.cfg.data, r.cfg.model, "test")
+    metrics = evaluate_dataset(r.bare, test_ds, desc="test", **r.eval_kwargs)
+    metrics.update(checkpoint=str(r.out / "best.pt"), best_epoch=best["epoch"], split="test")
+    if r.info.is_main:
+        write_text_atomic(r.out / "test_results.json", json.dumps(metrics, indent=1))
         plot_confusion(
             metrics["confusion"],
             metrics["class_names"],
-            out / "confusion_test.png",
-            title=f"{cfg.data.dataset} test (best.pt, epoch {best['epoch']})",
+            r.out / "confusion_test.png",
+            title=f"{r.cfg.data.dataset} test (best.pt, epoch {best['epoch']})",
         )
-        log.write(
+        r.log.write(
             dict(
                 kind="test",
                 epoch=best["epoch"],
@@ -1059,12 +439,6 @@ def _final_test(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-def _field_help(section: str, f: dataclasses.Field) -> str:
-    text = f.metadata.get("help") or MODEL_HELP.get(f.name, "")
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    return f"{text} (default: {default!r})"
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m respike_neuro.train",
@@ -1074,65 +448,8 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Every config key also has a flag --section.key VALUE (values parsed as YAML). Precedence: "
         "defaults < --config file < variant < --set / --section.key flags.",
     )
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})"
-    )
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        action="extend",
-        help="override config values, e.g. --set train.epochs=3 model.stride=2",
-    )
-    parser.add_argument("--out", help="output directory (= train.out)")
-    parser.add_argument("--resume", help="auto, never or a checkpoint path (= train.resume)")
-    parser.add_argument("--threads", help="torch CPU threads (= train.threads)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (= train.device)")
-    parser.add_argument("--variant", help=f"ablation variant applied over the model keys: {sorted(VARIANTS)}")
-    for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
-        group = parser.add_argument_group(f"{section} options")
-        for f in dataclasses.fields(cls):
-            group.add_argument(
-                f"--{section}.{f.name}",
-                dest=f"opt:{section}.{f.name}",
-                metavar="V",
-                default=None,
-                help=_field_help(section, f),
-            )
-    return parser
+    return add_config_arguments(parser)
 
-
-def _parse_value(text: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"command line: cannot parse the value of {key}: {text!r}") from None
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"command line: --set expects SECTION.KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = _parse_value(text, key)
-    for name, text in vars(args).items():
-        if name.startswith("opt:") and text is not None:
-            overrides[name[4:]] = _parse_value(text, name[4:])
-    for flag, key in (
-        ("out", "train.out"),
-        ("resume", "train.resume"),
-        ("threads", "train.threads"),
-        ("device", "train.device"),
-        ("variant", "variant"),
-    ):
-        text = getattr(args, flag)
-        if text is not None:
-            overrides[key] = (
-                text if flag in ("out", "resume", "variant", "device") else _parse_value(text, key)
-            )
-    return build_run_config(read_yaml(args.config), overrides, source=str(args.config))
 
 
 def main(argv: list[str] | None = None) -> int:

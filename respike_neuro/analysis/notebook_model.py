@@ -183,7 +183,8 @@ def _from_checkpoint(path: Path, stride: int) -> NotebookModel:
 
 def _trained(stride: int, *, quiet: bool) -> NotebookModel:
     from respike_neuro.checkpoint import load_model
-    from respike_neuro.train import build_run_config, run
+    from respike_neuro.config import build_run_config
+    from respike_neuro.train import run
 
     values = run_config_dict(stride)
     out = cache_dir() / f"s{stride}-{_key(values)}"

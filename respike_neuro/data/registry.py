@@ -11,14 +11,23 @@ ignored), "ucf101", "hmdb51", "kinetics400" (aliases with dashes/underscores, "k
 spaced clips, resize + centre crop); by default it follows the split. `stride`, when given, is the
 key/residual stride s and only checks that `frames` is a multiple of it, so a bad config fails
 here rather than in the first forward pass.
+
+`build_split(data_config, model_config, split)` is the call train, evaluate and qat make: one split
+of a run's configured dataset at the model's frames/resolution/stride. `InMemory` computes every item
+once (data.cache: true).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from respike_neuro.config import DataConfig, ModelConfig
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "kinetics400")
 _ALIASES = {
@@ -94,3 +103,46 @@ def build_dataset(
     from respike_neuro.data.kinetics import Kinetics400
 
     return Kinetics400(root, fold=fold, **common)
+
+
+def build_split(data: DataConfig, model: ModelConfig, split: str) -> Dataset:
+    """One split of the configured dataset (respike_neuro.data.registry) at the model's frames,
+    resolution and stride; val/test in eval mode (clips_per_video clips per video, centre crop)."""
+    mode = "train" if split == "train" else "eval"
+    kwargs: dict[str, Any] = dict(
+        root=data.root,
+        split=split,
+        fold=data.fold,
+        frames=model.frames,
+        resolution=model.resolution,
+        stride=model.stride,
+        mode=mode,
+    )
+    if canonical_name(data.dataset) == "synthetic":
+        counts = {"train": data.train_clips, "val": data.val_clips, "test": data.test_clips}
+        kwargs.update(num_clips=counts[split], seed=data.seed)
+    elif mode == "eval":
+        kwargs.update(clips_per_video=data.clips_per_video)
+    kwargs.update(data.options)
+    return build_dataset(data.dataset, **kwargs)
+
+
+class InMemory(Dataset):
+    """All items of `dataset` computed once; attributes (class_names, video_index, ...) pass through."""
+
+    def __init__(self, dataset: Dataset, *, desc: str = "cache", progress: bool = True) -> None:
+        self.base = dataset
+        items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress)]
+        self.clips = torch.stack([torch.as_tensor(c) for c, _ in items])
+        self.labels = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.clips[index], int(self.labels[index])
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
