@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from respike_neuro.sim import import_lava_runtime
+from respike_neuro.sim.lifecycle import import_lava_runtime
 
 import_lava_runtime()  # Lava sets the 'fork' start method: before torch and its DataLoaders
 

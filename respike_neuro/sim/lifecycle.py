@@ -7,6 +7,8 @@ Lava's initialisation (a child forked but not yet registered, or a start-up queu
 main process hangs) and in every child (one traceback each).
 
 What this module adds (LavaSpikingBranch uses it, so every entry point that starts Lava gets it):
+- `import_lava_runtime()`, the one way in to Lava: every module that imports Lava calls it first, so
+  Lava's `set_start_method('fork')` cannot fail on a start method fixed earlier;
 - children forked while a runtime starts die with the thread that forked them (PR_SET_PDEATHSIG =
   SIGKILL: even a SIGKILLed parent takes them along; Python's resource tracker then unlinks the
   segments) and ignore SIGINT, SIGTERM and SIGHUP: the main process alone decides and kills them
@@ -57,6 +59,28 @@ class Terminated(SystemExit):
 
 class StartupTimeout(TimeoutError):
     """Lava's processes did not all start within the start-up timeout (e.g. a child was killed)."""
+
+
+def import_lava_runtime() -> None:
+    """Import Lava's multiprocessing layer, which calls multiprocessing.set_start_method('fork').
+
+    That call raises "context has already been set" once anything in this process has fixed the start
+    method, even to 'fork' (e.g. a library calling multiprocessing.get_start_method()). A method fixed
+    to 'fork' is unfixed first, so Lava's call restores the same one; any other method is an error
+    that says what to do. Every module that imports Lava calls this first.
+    """
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules:
+        return
+    method = mp.get_start_method(allow_none=True)
+    if method not in (None, "fork"):
+        raise RuntimeError(
+            f"Lava needs the 'fork' multiprocessing start method, but this process already uses "
+            f"{method!r}; import respike_neuro.bridge (or Lava) before setting it"
+        )
+    if method == "fork":
+        mp.set_start_method(None, force=True)
+    __import__(name)
 
 
 @dataclass

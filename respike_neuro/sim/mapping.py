@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from respike_neuro.sim import import_lava_runtime
+from respike_neuro.sim.lifecycle import import_lava_runtime
 
 import_lava_runtime()
 

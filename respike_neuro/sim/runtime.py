@@ -38,6 +38,8 @@ import numpy as np
 
 from respike_neuro.graph import stage_of
 from respike_neuro.sim import lifecycle
+from respike_neuro.sim.executor import run_plan
+from respike_neuro.sim.fixed_point import pinned_frac_bits, pinned_weight_bits, plan_fixed_point
 from respike_neuro.sim.kernels import from_lava, to_lava
 from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.mapping import MODES, build_network
@@ -158,8 +160,6 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
         self.fixed = None
         self.weight_bits = MAX_WEIGHT_BITS
         if mode == "fixed":
-            from respike_neuro.sim.fixed_point import pinned_frac_bits, pinned_weight_bits, plan_fixed_point
-
             # a quantisation-aware model: formats (and unless overridden, weight width) are its own
             pinned = pinned_frac_bits(self.plan.metadata)
             if weight_bits is None:
@@ -328,8 +328,6 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
 
     def _emulate(self, data: dict[str, np.ndarray], host: HostFn | None) -> SegmentResult:
         """The "emulator" backend: the whole call in the numpy executor, no Lava processes."""
-        from respike_neuro.sim.executor import run_plan
-
         plan = self.plan
         target = {src: port for port, src in plan.feeds.items()}
         host_s = 0.0
@@ -367,8 +365,6 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
     def _shadow(self, data: dict[str, np.ndarray], res: SegmentResult) -> dict:
         """Re-run the call in the numpy fixed-point emulator (same integer rules as the Lava models) to
         count saturations, which Lava's stock LIF model cannot report, and check the two agree."""
-        from respike_neuro.sim.executor import run_plan
-
         inputs = dict(data)
         inputs.update(res.host_inputs)
         em = run_plan(self.plan, inputs, self.timesteps, fixed=self.fixed)
