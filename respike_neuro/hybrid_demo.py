@@ -215,7 +215,7 @@ def _run(args) -> int:
         check_device(args.device, allow_auto=False)
     clip = label = None
     if args.video is not None:  # decode first: a bad video never starts Lava
-        from respike_neuro.bridge import load_host_model
+        from respike_neuro.host import load_host_model
 
         cfg = load_host_model(args.checkpoint)[0].cfg
         clip, note = load_video(args.video, cfg.frames, cfg.resolution)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from respike_neuro.bridge import HybridBridge, host_context, sequence_logits, sha256_of
+from respike_neuro.bridge import HybridBridge, sha256_of
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 from respike_neuro.cli import (
     ArgumentParser,
@@ -58,6 +58,7 @@ from respike_neuro.cli import (
 )
 from respike_neuro.config import ModelConfig
 from respike_neuro.fileio import atomic_write
+from respike_neuro.host import host_context, sequence_logits
 from respike_neuro.models.hybrid import branch_frames
 from respike_neuro.models.neuron import membrane_alpha
 from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY

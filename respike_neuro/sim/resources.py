@@ -98,6 +98,26 @@ class NodeResources:
     def neurons(self) -> int:
         return self.lif_neurons + self.graded_neurons
 
+    def traffic(self, sent: Mapping[str, int], got: Mapping[str, int]) -> dict[str, Any]:
+        """Host <-> chip traffic per logical timestep of a run, from the values each port carried
+        (`sent` into the chip, `got` out of it), at the simulation's float64 and at this report's
+        graded payload width, next to the report's own estimate."""
+        bits = self.graded_bits
+        v_in, v_out = sum(sent.values()), sum(got.values())
+        tot = self.totals
+        return {
+            "values_in_per_step": v_in,
+            "values_out_per_step": v_out,
+            "sim_bytes_per_step": 8 * (v_in + v_out),  # float64 arrays through Lava's channels
+            "loihi2_bytes_in_per_step": math.ceil(v_in * bits / 8),
+            "loihi2_bytes_out_per_step": math.ceil(v_out * bits / 8),
+            "graded_bits": bits,
+            "report_bytes_in_per_step": tot["host_in_bytes_per_step"],
+            "report_bytes_out_per_step": tot["host_out_bytes_per_step"],
+            "ports_in": dict(sent),
+            "ports_out": dict(got),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
