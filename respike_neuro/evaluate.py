@@ -155,12 +155,9 @@ def plot_confusion(
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
-    from respike_neuro.fileio import save_figure_atomic
+    from respike_neuro.fileio import save_pyplot_figure
 
-    try:
-        save_figure_atomic(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    save_pyplot_figure(fig, path, dpi=100)
     return Path(path)
 
 

@@ -190,12 +190,9 @@ def plot(path: Path, bridge, res, ref) -> None:
     b.set_title(f"logits (prediction: {_name(bridge.class_names, res.prediction)})")
     b.legend(fontsize=8)
     fig.tight_layout()
-    from respike_neuro.fileio import save_figure_atomic
+    from respike_neuro.fileio import save_pyplot_figure
 
-    try:
-        save_figure_atomic(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_pyplot_figure(fig, path, dpi=110)
 
 
 def _run(args) -> int:

@@ -238,9 +238,6 @@ def plot_energy(card: dict[str, Any], path: Path) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from respike_neuro.fileio import save_figure_atomic
+    from respike_neuro.fileio import save_pyplot_figure
 
-    try:
-        save_figure_atomic(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    save_pyplot_figure(fig, path, dpi=120)
