@@ -43,6 +43,7 @@ import torch
 
 from respike_neuro.checkpoint import CheckpointError
 from respike_neuro.config import ModelConfig
+from respike_neuro.engines import BRIDGE_BACKENDS, MODES
 from respike_neuro.host import (
     calibration_inputs,
     expected_ports,
@@ -60,7 +61,7 @@ from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
 
-BACKENDS = ("cpu", "loihi2", "emulator", "torch")  # torch: torch_emulator (batched, CPU or GPU)
+BACKENDS = BRIDGE_BACKENDS  # torch: torch_emulator (batched, CPU or GPU); see respike_neuro/engines.py
 
 __all__ = ["BridgeError", "HybridBridge", "HybridResult", "sha256_of", "calibration_inputs"]
 
@@ -134,7 +135,7 @@ class HybridBridge(ClosedOnExit):
         weight_bits: int | None = None,
         record_spikes: bool = True,
     ) -> None:
-        if mode not in ("float", "fixed"):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -24,6 +24,7 @@ from respike_neuro.cli import (
     check_plot_file,
     guarded,
 )
+from respike_neuro.engines import BRIDGE_BACKENDS, MODES, backend_help
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,12 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--video", type=Path, default=None, help="video file to classify (decoded with PyAV)")
     src.add_argument("--index", type=int, default=0, help="built-in synthetic test clip index (default 0)")
     p.add_argument(
-        "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
+        "--mode", choices=MODES, default="float", help="Lava arithmetic (default float)"
     )
     p.add_argument(
-        "--backend", choices=("cpu", "loihi2", "emulator", "torch"), default="cpu",
-        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava; "
-        "torch: the emulator's arithmetic batched in torch",
+        "--backend", choices=BRIDGE_BACKENDS, default="cpu", help=backend_help(BRIDGE_BACKENDS),
     )
     p.add_argument("--device", default=None, help="host torch device (default: cuda if available, else cpu)")
     p.add_argument("--stock-models", action="store_true", help="Lava's stock (slow) Conv models")

@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
-# engine name (the command line's) -> HybridBridge backend
-ENGINES = {"lava": "cpu", "emulator": "emulator", "torch": "torch"}
+from respike_neuro.engines import ENGINES as BRIDGE_ENGINES
+
+# the command line's engine -> HybridBridge backend: "lava" (Lava's CPU simulation) and the Lava-free
+# engines of respike_neuro/engines.py
+ENGINES = {"lava": "cpu", **{n: n for n, e in BRIDGE_ENGINES.items() if not e.lava}}
 MARGIN_EDGES = (0.0, 0.1, 0.25, 0.5, 1.0, np.inf)
 
 

@@ -6,7 +6,9 @@ so it is checked for before anything is built and otherwise refused with `Backen
 
 from __future__ import annotations
 
-BACKENDS = ("cpu", "loihi2", "emulator")
+from respike_neuro.engines import ENGINES, RUNTIME_BACKENDS
+
+BACKENDS = RUNTIME_BACKENDS  # the engines table (respike_neuro/engines.py) says which
 
 
 class BackendUnavailable(RuntimeError):
@@ -34,8 +36,8 @@ def loihi2_run_cfg(net):
     return Loihi2HwCfg(select_tag="fixed_pt", exception_proc_model_map=keep)
 
 
-def check_backend(backend: str) -> None:
-    """Refuse an unknown backend, or one this process cannot run."""
+def check_backend(backend: str, mode: str) -> None:
+    """Refuse an unknown backend, one this process cannot run, or an arithmetic it does not run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "loihi2" and not loihi2_backend_available():
@@ -43,3 +45,5 @@ def check_backend(backend: str) -> None:
             "backend 'loihi2' needs Intel's proprietary Lava Loihi extension (lava-loihi) "
             "and a Loihi 2 system; it is not installed here. Use backend='cpu'."
         )
+    if mode not in ENGINES[backend].modes:  # loihi2: integer arithmetic only
+        raise ValueError(f"backend {backend!r} runs fixed point only: use mode='fixed'")

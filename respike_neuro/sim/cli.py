@@ -21,6 +21,7 @@ from respike_neuro.cli import (
     check_output_file,
     guarded,
 )
+from respike_neuro.engines import MODES, RUNTIME_BACKENDS, backend_help
 from respike_neuro.fileio import write_text_atomic
 
 MAX_TIMESTEPS = 10_000  # per segment; the model uses a handful (one per residual frame)
@@ -34,11 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="use a small built-in contract graph instead of a file"
     )
     p.add_argument(
-        "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
+        "--mode", choices=MODES, default="float", help="Lava arithmetic (default float)"
     )
     p.add_argument(
-        "--backend", choices=("cpu", "loihi2", "emulator"), default="cpu",
-        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava",
+        "--backend", choices=RUNTIME_BACKENDS, default="cpu", help=backend_help(RUNTIME_BACKENDS),
     )
     p.add_argument(
         "--segments", type=int, default=None, help="segments to run (default: 1, or from --inputs)"

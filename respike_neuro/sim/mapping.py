@@ -33,6 +33,7 @@ from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from lava.proc.lif.process import LIFReset
 
+from respike_neuro.engines import MODES
 from respike_neuro.sim.kernels import lava_conv_weight, to_lava
 from respike_neuro.sim.plan import Plan, PlanError, Unit
 from respike_neuro.sim.procs.models import (
@@ -49,8 +50,6 @@ from respike_neuro.sim.procs.models import (
 )
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 from respike_neuro.sim.quantization import MAX_WEIGHT_BITS, WeightFormat
-
-MODES = ("float", "fixed")
 
 
 @dataclass

@@ -125,7 +125,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        check_backend(backend)
+        check_backend(backend, mode)
         self.plan: Plan = build_plan(graph, dt=dt, feeds=feeds)
         t_meta = self.plan.metadata.get("timesteps_per_segment")
         if timesteps is None and t_meta is not None:
@@ -159,8 +159,6 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
             )
         )
         if backend == "loihi2":
-            if mode != "fixed":
-                raise ValueError("backend 'loihi2' runs fixed point only: use mode='fixed'")
             self.net.run_cfg = loihi2_run_cfg(self.net)
         self._started = False
         self._ran = False  # a run was issued: Lava's clean stop() only returns after one
