@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
+import authors_code  # benchmarks/authors_code.py, beside this script
 import torch
-import torchvision
 
 from respike_neuro.config import ModelConfig
 from respike_neuro.import_authors import _rename, import_authors, module_map
@@ -30,14 +29,7 @@ from respike_neuro.models.hybrid import build_model
 
 
 def _authors_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    sys.path[:0] = [args.authors_repo] + ([args.deps] if args.deps else [])
-    for name in ("resnet18", "resnet50"):  # their backbone asks for weights='DEFAULT' (a download)
-        original = getattr(torchvision.models.resnet, name)
-        setattr(
-            torchvision.models.resnet, name, lambda weights=None, _f=original, **kw: _f(weights=None, **kw)
-        )
-    from model.attention_snn import CrossAttenFusion  # noqa: E402  (their code)
-
+    CrossAttenFusion = authors_code.cross_atten_fusion(args)  # noqa: N806  (their class)
     torch.manual_seed(args.seed)
     model = CrossAttenFusion(backbone=args.backbone, key_frame_stride=args.stride, num_classes=num_classes,
                              downsample=1)
@@ -92,8 +84,7 @@ def compare(theirs: torch.nn.Module, ours: torch.nn.Module, clip: torch.Tensor, 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--authors-repo", required=True, help="checkout of GinnyXiao/ReSpike")
-    p.add_argument("--deps", default=None, help="folder holding spikingjelly 0.0.0.0.14 and einops")
+    authors_code.add_arguments(p)
     p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet50"))
     p.add_argument("--stride", type=int, default=4)
     p.add_argument("--frames", type=int, default=8)

@@ -76,6 +76,47 @@ def mapped_shm(exclude_sid: int | None = None) -> set[str]:
     return names
 
 
+def _send(p: subprocess.Popen, sig: str, target: str) -> bool:
+    """SIG`sig` to the main PID ('pid') or its process group ('group'); False if it had already ended."""
+    if p.poll() is not None:
+        return False
+    s = getattr(signal, f"SIG{sig}")
+    try:
+        os.killpg(p.pid, s) if target == "group" else os.kill(p.pid, s)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _leftovers(sid: int, before: set[str], grace: float) -> tuple[list[int], list[str]]:
+    """Processes of session `sid` still alive `grace` s after its main process ended, and /dev/shm entries
+    new since `before` that no process outside the session maps; the processes are killed afterwards."""
+    deadline = time.monotonic() + grace
+    while session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = session_pids(sid)
+    elsewhere = mapped_shm(exclude_sid=sid)
+    new_shm = sorted(n for n in shm_entries() - before if n not in elsewhere)
+    for pid in left:  # clean up for the next try (counted above)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while left and session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left, new_shm
+
+
+def _unlink_unmapped(names: list[str]) -> None:
+    for n in names:
+        if n not in mapped_shm():
+            try:
+                (SHM / n).unlink()
+            except OSError:
+                pass
+
+
 def trial(
     cmd: list[str],
     sig: str,
@@ -113,14 +154,8 @@ def trial(
         if after_line is not None:
             seen.wait(timeout)
         time.sleep(delay)
-        sent = p.poll() is None
         t_sig = time.monotonic()
-        if sent:
-            s = getattr(signal, f"SIG{sig}")
-            try:
-                os.killpg(p.pid, s) if target == "group" else os.kill(p.pid, s)
-            except ProcessLookupError:
-                sent = False
+        sent = _send(p, sig, target)
         hung = False
         try:
             p.wait(timeout=timeout)
@@ -129,28 +164,10 @@ def trial(
             p.kill()
             p.wait()
         ended_s = time.monotonic() - t_sig
-        deadline = time.monotonic() + grace
-        while session_pids(p.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = session_pids(p.pid)
-        elsewhere = mapped_shm(exclude_sid=p.pid)
-        new_shm = sorted(n for n in shm_entries() - before if n not in elsewhere)
-        for pid in left:  # clean up for the next try (counted above)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        deadline = time.monotonic() + grace
-        while left and session_pids(p.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left, new_shm = _leftovers(p.pid, before, grace)
         reader.join(5)
         p.stdout.close()
-        for n in new_shm:
-            if n not in mapped_shm():
-                try:
-                    (SHM / n).unlink()
-                except OSError:
-                    pass
+        _unlink_unmapped(new_shm)
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     return {

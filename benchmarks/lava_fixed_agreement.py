@@ -6,11 +6,11 @@
         [--weight-bits 8] [--floor-draws 3] [--json out.json]
 
 Runs built-in synthetic test clips through HybridBridge(mode="fixed") and through the PyTorch model
-(float64, eval), and prints top-1 agreement, accuracy of both, agreement by the PyTorch model's
-top-1 margin (logit gap to the runner-up: disagreements should sit where the float decision is a
-near tie), per-layer spike agreement (fraction of (neuron, timestep) pairs with the same
-spike/no-spike) and spike rates, saturation counts, whether Lava matched the integer emulator bit for
-bit, the config, the machine and timings.
+(float64, eval; the computation is respike_neuro/analysis/agreement.py), and prints top-1 agreement,
+accuracy of both, agreement by the PyTorch model's top-1 margin (logit gap to the runner-up:
+disagreements should sit where the float decision is a near tie), per-layer spike agreement
+(fraction of (neuron, timestep) pairs with the same spike/no-spike) and spike rates, saturation
+counts, whether Lava matched the integer emulator bit for bit, the config, the machine and timings.
 
 --engine emulator runs the bit-exact numpy emulator instead of Lava processes (about 3x faster here;
 its equality with Lava is tested in tests/sim/test_fixed.py); --engine torch runs the same integer
@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from respike_neuro.analysis.agreement import ENGINES, measure_fixed_agreement  # noqa: E402
+
+# the command-line options that are measure_fixed_agreement's keywords of the same name
+MEASURE_OPTIONS = ("clips", "batch", "calibration_clips", "engine", "weight_bits", "floor_draws")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-clips", type=int, default=8, help="built-in training clips for fixed-point ranges"
     )
-    p.add_argument("--engine", choices=("lava", "emulator", "torch"), default="lava",
+    p.add_argument("--engine", choices=tuple(ENGINES), default="lava",
                    help="lava (default), the numpy emulator, or its arithmetic batched in torch")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="weight mantissa bits (default: a fine-tuned NIR's own width, else 8 = Loihi 2)")
@@ -53,143 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def measure(
-    checkpoint: Path,
-    nir: Path | None = None,
-    *,
-    clips: int = 240,
-    batch: int = 16,
-    calibration_clips: int = 8,
-    engine: str = "lava",
-    weight_bits: int | None = None,
-    floor_draws: int = 0,
-    progress: bool = True,
-) -> dict:
-    """Agreement of fixed-point Lava + host with the PyTorch model on `clips` built-in test clips."""
-    import numpy as np
-    import torch
-
-    from respike_neuro.analysis.stability import perturbed_agreement, threshold_agreement
-    from respike_neuro.bridge import HybridBridge
-    from respike_neuro.data.synthetic import SyntheticActions, trained_distribution
-
-    if clips < 1 or batch < 1 or floor_draws < 0:
-        raise ValueError(f"--clips and --batch must be >= 1 and --floor-draws >= 0, got {clips}, {batch}, "
-                         f"{floor_draws}")
-    t0 = time.perf_counter()
-    br = HybridBridge(
-        checkpoint,
-        nir,
-        mode="fixed",
-        backend="cpu" if engine == "lava" else engine,
-        calibration_clips=calibration_clips,
-        weight_bits=weight_bits,
-    )
-    setup_s = time.perf_counter() - t0
-    with br:
-        cfg = br.cfg
-        ds = SyntheticActions(
-            split="test",
-            num_clips=clips,
-            frames=cfg.frames,
-            resolution=cfg.resolution,
-            stride=cfg.stride,
-            **trained_distribution(br.state.get("train_config")),
-        )
-        same = correct_lava = correct_torch = 0
-        flips: dict[str, int] = {}
-        total: dict[str, int] = {}
-        rate_l: dict[str, float] = {}
-        rate_t: dict[str, float] = {}
-        saturated, bit_exact, max_dlogit = 0, engine == "lava", 0.0
-        margins, agreed = [], []
-        run_s = ref_s = 0.0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=clips, desc="fixed-point Lava", file=sys.stderr)
-        seen = []
-        for start in range(0, clips, batch):
-            idx = range(start, min(start + batch, clips))
-            xs = torch.stack([ds[i][0] for i in idx])
-            seen.append(xs)
-            labels = [ds.label_of(i) for i in idx]
-            t1 = time.perf_counter()
-            outs = br.run_clips(xs)
-            run_s += time.perf_counter() - t1
-            t1 = time.perf_counter()
-            refs = br.reference(xs)
-            ref_s += time.perf_counter() - t1
-            saturated += int(outs[0].quantization["saturated_total"])
-            bit_exact &= bool(outs[0].quantization.get("bit_exact_with_emulator", False))
-            for y, r, ref in zip(labels, outs, refs, strict=True):
-                same += r.prediction == ref["prediction"]
-                top2 = np.sort(ref["logits"])[-2:]
-                margins.append(float(top2[1] - top2[0]))
-                agreed.append(r.prediction == ref["prediction"])
-                correct_lava += r.prediction == y
-                correct_torch += ref["prediction"] == y
-                max_dlogit = max(max_dlogit, float(np.abs(r.logits - ref["logits"]).max()))
-                for k, s in r.spikes.items():
-                    flips[k] = flips.get(k, 0) + int((s != ref["spikes"][k]).sum())
-                    total[k] = total.get(k, 0) + s.size
-                    rate_l[k] = rate_l.get(k, 0.0) + float(s.sum())
-                    rate_t[k] = rate_t.get(k, 0.0) + float(ref["spikes"][k].sum())
-            if bar is not None:
-                bar.update(len(idx))
-        if bar is not None:
-            bar.close()
-        fixed = br.spiking.fixed
-        clips_seen = torch.cat(seen)
-        floor = (perturbed_agreement(br.model, clips_seen, bits=br.spiking.weight_bits, draws=floor_draws)
-                 if floor_draws > 0 else None)
-        # one error source alone: Loihi's threshold register rounds theta to the input current's resolution
-        lif_q = fixed.report["lif"]
-        thresholds = {k: p["theta_effective"] for k, p in lif_q.items()}
-        theta_only = threshold_agreement(br.model, clips_seen, thresholds)
-        theta_rel = max(p["theta_error"] / p["theta"] for p in lif_q.values())
-        m, a = np.asarray(margins), np.asarray(agreed, dtype=bool)
-        edges = [0.0, 0.1, 0.25, 0.5, 1.0, np.inf]
-        by_margin = []
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            sel = (m >= lo) & (m < hi)
-            n = int(sel.sum())
-            agree = float(a[sel].mean()) if n else None
-            by_margin.append({"margin": [lo, hi], "clips": n, "agreement": agree})
-        return {
-            "checkpoint": str(checkpoint),
-            "nir": str(nir) if nir else "exported on the fly",
-            "model": cfg.to_dict(),
-            "clips": clips,
-            "batch": batch,
-            "engine": engine,
-            "weight_bits": br.spiking.weight_bits,
-            "calibration": fixed.calibration,
-            "top1_agreement": same / clips,
-            "accuracy_lava_fixed": correct_lava / clips,
-            "accuracy_pytorch": correct_torch / clips,
-            "max_abs_logit_difference": max_dlogit,
-            "agreement_by_margin": by_margin,
-            "largest_margin_disagreeing": float(m[~a].max()) if (~a).any() else None,
-            "spike_agreement": {k: 1.0 - flips[k] / total[k] for k in flips},
-            "spike_rate_lava": {k: rate_l[k] / total[k] for k in flips},
-            "spike_rate_pytorch": {k: rate_t[k] / total[k] for k in flips},
-            "pytorch_perturbation_floor": floor,
-            "pytorch_deployed_thresholds_agreement": theta_only,
-            "max_relative_threshold_error": theta_rel,
-            "saturated_values": saturated,
-            "lava_bit_exact_with_emulator": bit_exact,
-            "frac_bits": {k: v for k, v in fixed.frac_bits.items() if not k.endswith("#in")},
-            "timing_s": {
-                "setup": setup_s,
-                "calibration": br.calibration_s,
-                "lava_runs": run_s,
-                "pytorch": ref_s,
-            },
-            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"{platform.python_implementation()} {platform.python_version()}, torch {torch.__version__}",
-        }
+def measure(checkpoint: Path, nir: Path | None = None, **options) -> dict:
+    """Agreement of fixed-point Lava + host with the PyTorch model (respike_neuro/analysis/agreement.py)."""
+    return measure_fixed_agreement(checkpoint, nir, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,17 +68,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure_and_print(args: argparse.Namespace) -> int:
-    r = measure(
-        args.checkpoint,
-        args.nir,
-        clips=args.clips,
-        batch=args.batch,
-        calibration_clips=args.calibration_clips,
-        engine=args.engine,
-        weight_bits=args.weight_bits,
-        floor_draws=args.floor_draws,
-        progress=not args.quiet,
-    )
+    options = {k: getattr(args, k) for k in MEASURE_OPTIONS}
+    r = measure(args.checkpoint, args.nir, progress=not args.quiet, **options)
+    _print_setup(r)
+    _print_agreement(r)
+    _print_layers_and_timing(r)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def _print_setup(r: dict) -> None:
+    """Config, machine, top-1 agreement and the PyTorch-only floors."""
     m = r["model"]
     print(
         f"config: {r['checkpoint']} ({m['architecture']}, {m['frames']} frames {m['resolution']}px, width "
@@ -231,6 +100,10 @@ def _measure_and_print(args: argparse.Namespace) -> int:
     print(f"PyTorch vs itself with only its thresholds moved to the deployed ones (vth / input scale, up "
           f"to {r['max_relative_threshold_error']:.1e} relative): "
           f"{r['pytorch_deployed_thresholds_agreement']:.2%}")
+
+
+def _print_agreement(r: dict) -> None:
+    """Agreement by the PyTorch model's top-1 margin."""
     print("top-1 agreement by PyTorch's top-1 margin (logit gap to the runner-up):")
     for b in r["agreement_by_margin"]:
         lo, hi = b["margin"]
@@ -238,6 +111,10 @@ def _measure_and_print(args: argparse.Namespace) -> int:
         print(f"  [{lo:.2f}, {hi:.2f}): {b['clips']:>4} clips, agreement {agree}")
     worst = r["largest_margin_disagreeing"]
     print(f"  largest margin among disagreeing clips: {'none' if worst is None else f'{worst:.3f}'}")
+
+
+def _print_layers_and_timing(r: dict) -> None:
+    """Per-layer spike agreement and rates, saturation, bit-exactness, timings."""
     print(f"{'LIF layer':<16} {'spike agreement':>16} {'rate Lava':>10} {'rate PyTorch':>13}")
     for k, a in r["spike_agreement"].items():
         print(f"{k:<16} {a:>16.4%} {r['spike_rate_lava'][k]:>10.4f} {r['spike_rate_pytorch'][k]:>13.4f}")
@@ -251,9 +128,6 @@ def _measure_and_print(args: argparse.Namespace) -> int:
         f"{t['lava_runs']:.1f} s ({1e3 * t['lava_runs'] / r['clips']:.0f} ms/clip), "
         f"PyTorch {t['pytorch']:.1f} s"
     )
-    if args.json:
-        args.json.write_text(json.dumps(r, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def torch_worker(nir_path: str, timesteps: int, threads: int) -> None:
     print(json.dumps({"ms_per_step": ms, "threads": threads, "torch": torch.__version__}))
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input-hw", type=int, default=64, help="frame size; stage k runs at hw/2/2^(k-1)")
     ap.add_argument("--width", type=int, default=32, help="stage-1 channels (ResNet-18: 64)")
@@ -221,15 +221,92 @@ def main(argv=None) -> int:
     ap.add_argument("--breakdown", action="store_true",
                     help="also print the CPU time per call of each ProcessModel class (float and fixed)")
     ap.add_argument("--torch-worker", nargs=2, metavar=("NIR", "T"), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     if args.torch_worker:
         torch_worker(args.torch_worker[0], int(args.torch_worker[1]), args.torch_threads)
         return 0
-    import nir
-
     from respike_neuro.sim.demo_graphs import build_stage_graph
 
     stages = [int(s) for s in args.stages.split(",")]
+    _print_header(args)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cfg in stage_configs(args.input_hw, args.width, stages):
+            g = build_stage_graph(
+                cfg["stage"],
+                c_in=cfg["c_in"],
+                channels=cfg["channels"],
+                hw=(cfg["hw"], cfg["hw"]),
+                blocks=args.blocks,
+                stride=cfg["stride"],
+                timesteps=args.timesteps,
+                seed=cfg["stage"],
+            )
+            row = measure_stage(g, cfg, args, Path(tmp))
+            rows.append(row)
+            _print_row(row)
+    if args.breakdown:
+        _print_breakdown(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def measure_stage(g, cfg: dict, args: argparse.Namespace, tmp: Path) -> dict:
+    """One stage graph under every engine of the table: Lava stock/fast/sparse/recording/fixed, the numpy
+    kernels, and PyTorch in a subprocess (its own thread count)."""
+    import nir
+
+    stock = float("nan") if args.skip_stock else lava_ms_per_step(g, args.timesteps, False, 0.0, 0)[0]
+    dense, steps, _ = lava_ms_per_step(g, args.timesteps, True, 0.0, 0)
+    sparse_rec, _, rates = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, record=True)
+    sparse, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0)
+    fixed, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, mode="fixed")
+    kernels_ms = numpy_ms_per_step(g, args.timesteps, 0.1, 0)
+    path = tmp / f"s{cfg['stage']}.nir"
+    nir.write(str(path), g)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--torch-worker",
+            str(path),
+            str(args.timesteps),
+            "--torch-threads",
+            str(args.torch_threads),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    torch_ms = (
+        json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+        if out.returncode == 0
+        else float("nan")
+    )
+    row = dict(
+        cfg,
+        stock_ms=stock,
+        fast_dense_ms=dense,
+        fast_sparse_ms=sparse,
+        fast_sparse_recording_ms=sparse_rec,
+        fast_sparse_fixed_ms=fixed,
+        numpy_kernels_ms=kernels_ms,
+        torch_ms=torch_ms,
+        lava_steps=steps,
+        mean_spike_rate=float(np.mean(list(rates.values()))),
+    )
+    if args.breakdown:
+        row["cpu_breakdown"] = {
+            m: cpu_breakdown(g, args.timesteps, m, 0.1) for m in ("float", "fixed")
+        }
+    return row
+
+
+def _print_header(args: argparse.Namespace) -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"input {args.input_hw}^2, width {args.width}, {args.blocks} blocks/stage, T={args.timesteps}"
@@ -244,80 +321,30 @@ def main(argv=None) -> int:
         f"{'fixed':>7} {'numpy':>7} {'torch':>7} {'x stock':>7} {'/torch':>6} {'fx/tor':>6} {'np/tor':>6}  "
         "spike rate"
     )
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for cfg in stage_configs(args.input_hw, args.width, stages):
-            g = build_stage_graph(
-                cfg["stage"],
-                c_in=cfg["c_in"],
-                channels=cfg["channels"],
-                hw=(cfg["hw"], cfg["hw"]),
-                blocks=args.blocks,
-                stride=cfg["stride"],
-                timesteps=args.timesteps,
-                seed=cfg["stage"],
-            )
-            stock = float("nan") if args.skip_stock else lava_ms_per_step(g, args.timesteps, False, 0.0, 0)[0]
-            dense, steps, _ = lava_ms_per_step(g, args.timesteps, True, 0.0, 0)
-            sparse_rec, _, rates = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, record=True)
-            sparse, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0)
-            fixed, _, _ = lava_ms_per_step(g, args.timesteps, True, 0.1, 0, mode="fixed")
-            kernels_ms = numpy_ms_per_step(g, args.timesteps, 0.1, 0)
-            path = Path(tmp) / f"s{cfg['stage']}.nir"
-            nir.write(str(path), g)
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--torch-worker",
-                    str(path),
-                    str(args.timesteps),
-                    "--torch-threads",
-                    str(args.torch_threads),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            torch_ms = (
-                json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
-                if out.returncode == 0
-                else float("nan")
-            )
-            best = min(dense, sparse)
-            row = dict(
-                cfg,
-                stock_ms=stock,
-                fast_dense_ms=dense,
-                fast_sparse_ms=sparse,
-                fast_sparse_recording_ms=sparse_rec,
-                fast_sparse_fixed_ms=fixed,
-                numpy_kernels_ms=kernels_ms,
-                torch_ms=torch_ms,
-                lava_steps=steps,
-                mean_spike_rate=float(np.mean(list(rates.values()))),
-            )
-            if args.breakdown:
-                row["cpu_breakdown"] = {
-                    m: cpu_breakdown(g, args.timesteps, m, 0.1) for m in ("float", "fixed")
-                }
-            rows.append(row)
-            print(
-                f"{cfg['stage']:>5} {cfg['c_in']:>4}->{cfg['channels']:<4} {cfg['hw']:>3}x{cfg['hw']:<3} "
-                f"{stock:8.1f} {dense:7.2f} {sparse:7.2f} {sparse_rec:7.2f} {fixed:7.2f} {kernels_ms:7.2f} "
-                f"{torch_ms:7.2f} "
-                f"{stock / best:7.1f} {best / torch_ms:6.2f} {fixed / torch_ms:6.2f} "
-                f"{kernels_ms / torch_ms:6.2f}  "
-                f"{row['mean_spike_rate']:.3f}"
-            )
-    for row in rows if args.breakdown else ():
+
+
+def _print_row(row: dict) -> None:
+    stock, dense, sparse = row["stock_ms"], row["fast_dense_ms"], row["fast_sparse_ms"]
+    sparse_rec, fixed = row["fast_sparse_recording_ms"], row["fast_sparse_fixed_ms"]
+    kernels_ms, torch_ms = row["numpy_kernels_ms"], row["torch_ms"]
+    best = min(dense, sparse)
+    print(
+        f"{row['stage']:>5} {row['c_in']:>4}->{row['channels']:<4} {row['hw']:>3}x{row['hw']:<3} "
+        f"{stock:8.1f} {dense:7.2f} {sparse:7.2f} {sparse_rec:7.2f} {fixed:7.2f} {kernels_ms:7.2f} "
+        f"{torch_ms:7.2f} "
+        f"{stock / best:7.1f} {best / torch_ms:6.2f} {fixed / torch_ms:6.2f} "
+        f"{kernels_ms / torch_ms:6.2f}  "
+        f"{row['mean_spike_rate']:.3f}"
+    )
+
+
+def _print_breakdown(rows: list[dict]) -> None:
+    for row in rows:
         print(f"stage {row['stage']}, fast+sparse: CPU ms per run_spk call (mean over the xN processes)")
         for mode, table in row["cpu_breakdown"].items():
             cells = sorted(table.items(), key=lambda kv: -kv[1]["cpu_ms_per_call"] * kv[1]["processes"])
             print(f"  {mode:<5} " + ", ".join(f"{k} x{v['processes']} {v['cpu_ms_per_call']:.2f}"
                                             for k, v in cells))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -35,16 +34,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from respike_neuro.sim import import_lava_runtime
+from respike_neuro.sim.lifecycle import import_lava_runtime
 
 import_lava_runtime()  # Lava sets the 'fork' start method: before torch and its DataLoaders
 
 import numpy as np
 import torch
 
-from respike_neuro.checkpoint import CheckpointError, check_state_dict, load_checkpoint
+from respike_neuro.checkpoint import CheckpointError
 from respike_neuro.config import ModelConfig
-from respike_neuro.models.hybrid import ReSpike, branch_frames, build_model
+from respike_neuro.engines import BRIDGE_BACKENDS, MODES
+from respike_neuro.host import (
+    calibration_inputs,
+    expected_ports,
+    host_context,
+    load_host_model,
+    reference_outputs,
+    sequence_logits,
+)
+from respike_neuro.models.hybrid import branch_frames
 from respike_neuro.sim.fixed_point import pinned_frac_bits
 from respike_neuro.sim.lifecycle import ClosedOnExit
 from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
@@ -53,7 +61,7 @@ from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 from respike_neuro.sim.runtime import LavaSpikingBranch, SegmentResult
 from respike_neuro.torch_emulator import TorchPlanEmulator, run_segments
 
-BACKENDS = ("cpu", "loihi2", "emulator", "torch")  # torch: torch_emulator (batched, CPU or GPU)
+BACKENDS = BRIDGE_BACKENDS  # torch: torch_emulator (batched, CPU or GPU); see respike_neuro/engines.py
 
 __all__ = ["BridgeError", "HybridBridge", "HybridResult", "sha256_of", "calibration_inputs"]
 
@@ -94,82 +102,6 @@ class HybridResult:
         return {k: float(v.mean()) for k, v in self.spikes.items()}
 
 
-def load_host_model(path: str | os.PathLike) -> tuple[ReSpike, dict]:
-    """Checkpoint -> (model in eval mode on CPU, checkpoint dict); never downloads pretrained weights."""
-    state = load_checkpoint(path)
-    try:
-        cfg = ModelConfig.from_dict(dict(state["model_config"]), source=f"checkpoint {path}")
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path}: invalid model_config: {err}") from None
-    model = build_model(cfg.replace(ann_weights=None))  # the checkpoint carries every weight
-    model.cfg = cfg
-    check_state_dict(model, state["model"], source=f"checkpoint {path}")
-    model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
-def calibration_inputs(model: ReSpike, clips: torch.Tensor, ports: list[str]) -> dict[str, np.ndarray]:
-    """What each Lava input port carries for `clips` (B, T, 3, H, W) per the PyTorch model (golden trace),
-    stacked over segments: {port: (B*N*T', C, H, W)}. Used to calibrate fixed-point ranges on real data."""
-    from respike_neuro.export.trace import record_snn_io
-
-    trace = record_snn_io(model, clips)
-    return {p: np.concatenate([seg[p] for seg in trace["segments"]]).astype(np.float64) for p in ports}
-
-
-def _expected_ports(model: ReSpike) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Input/output port shapes the exporter gives this model (computed from the architecture)."""
-    cfg = model.cfg
-    res = cfg.resolution
-    hybrid_ports = model.fusions is not None
-    inputs = {"residual_in": [3, res, res]}
-    outputs: dict[str, list[int]] = {}
-    ch = list(model.snn.channels)
-    for i, c in enumerate(ch, start=1):  # stem and every stage halve the grid: stage i is res / 2**(i+1)
-        if hybrid_ports and i > 1:
-            inputs[f"stage{i}_in"] = [ch[i - 2], res >> i, res >> i]
-        if hybrid_ports or i == len(ch):
-            outputs[f"stage{i}_out"] = [c, res >> (i + 1), res >> (i + 1)]
-    return inputs, outputs
-
-
-@dataclass
-class HostContext:
-    """The host's ANN side of one batch: key-frame features, looked up per logical Lava step."""
-
-    feats: list[torch.Tensor] | None  # per ANN stage: (B*N*F, C, h, w)
-    ann_vec: torch.Tensor | None  # pooled last stage per sequence: (B*N, C)
-    frames: int  # F: ANN frames per sequence (1 for key frames)
-    timesteps: int  # T': SNN steps per sequence
-
-    def context(self, stage: int, t: int | torch.Tensor) -> torch.Tensor:
-        """ANN features of `stage` for logical step(s) t = sequence * T' + step (an int or index tensor)."""
-        f, T = self.frames, self.timesteps
-        return self.feats[stage][(t // T) * f + (t % T if f > 1 else 0)]
-
-    def contexts(self, stage: int, n: int) -> torch.Tensor:
-        """The same for logical steps 0..n-1 (sequence-major, the bridge's order)."""
-        return self.context(stage, torch.arange(n, device=self.feats[stage].device))
-
-
-def host_context(model: ReSpike, clips: torch.Tensor, timesteps: int) -> HostContext:
-    """Run the ANN on the key frames of `clips` (B, T, 3, H, W) (or every frame, inputs 'all')."""
-    cfg = model.cfg
-    if model.ann is None:
-        return HostContext(None, None, 1, timesteps)
-    frames = branch_frames(clips, cfg.stride, cfg.inputs, "ann")  # (B, N, F, 3, H, W)
-    f = frames.shape[2]
-    feats = model.encode_ann(frames.flatten(0, 2))
-    ann_vec = feats[-1].mean((-2, -1)).view(-1, f, feats[-1].shape[1]).mean(1)
-    return HostContext(feats, ann_vec, f, timesteps)
-
-
-def sequence_logits(model: ReSpike, x4: torch.Tensor, ctx: HostContext, batch: int) -> torch.Tensor:
-    """Head on the (fused) stage-4 stream x4 (B*N*T', C, h, w), sequence-major: logits (B, N, K)."""
-    snn_vec = x4.view(-1, ctx.timesteps, *x4.shape[1:]).mean(1).mean((-2, -1))
-    return model.classify(ctx.ann_vec, snn_vec).view(batch, -1, model.cfg.num_classes)
-
-
 class HybridBridge(ClosedOnExit):
     """Checkpoint (+ its NIR export) -> host model + Lava spiking branch, streaming clips through both.
 
@@ -203,7 +135,7 @@ class HybridBridge(ClosedOnExit):
         weight_bits: int | None = None,
         record_spikes: bool = True,
     ) -> None:
-        if mode not in ("float", "fixed"):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'float' or 'fixed', got {mode!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -222,14 +154,7 @@ class HybridBridge(ClosedOnExit):
         self.mode, self.backend = mode, backend
         self.host_dtype = host_dtype
         self.model = self.model.to(host_dtype)
-        sha = sha256_of(self.checkpoint)
-        if nir is None:
-            graph, self.nir_path = self._export_temporary(sha), None
-        else:
-            self.nir_path = Path(nir)
-            graph = load_graph(self.nir_path)  # PlanError (a ValueError) for missing / non-NIR files
-        self.graph = graph
-        self._check_graph(graph, sha)
+        graph = self.graph = self._load_graph(nir)
         cal = None
         t0 = time.perf_counter()
         # a quantisation-aware fine-tuned graph (respike_neuro/qat.py) pins its formats: nothing to calibrate
@@ -256,20 +181,7 @@ class HybridBridge(ClosedOnExit):
         self._closed = False
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
-            # fork the Lava processes now, before the host model initialises CUDA in this process (on CPU
-            # they start lazily at the first clip)
-            if torch.cuda.is_initialized():
-                warnings.warn(
-                    "CUDA was initialised before the Lava runtime forked its processes; create the "
-                    "HybridBridge before using the GPU elsewhere",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            try:
-                self.spiking.start()
-            except BaseException:
-                self.close()
-                raise
+            self._start_before_cuda()
         self.model = self.model.to(self.device)
         # backend "torch": the emulator's plan and integer formats, run batched by torch_emulator
         self.torch_emulator = (
@@ -277,7 +189,34 @@ class HybridBridge(ClosedOnExit):
             if backend == "torch" else None
         )
 
+    def _start_before_cuda(self) -> None:
+        """Fork the Lava processes now, before the host model initialises CUDA in this process (on CPU
+        they start lazily at the first clip)."""
+        if torch.cuda.is_initialized():
+            warnings.warn(
+                "CUDA was initialised before the Lava runtime forked its processes; create the "
+                "HybridBridge before using the GPU elsewhere",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        try:
+            self.spiking.start()
+        except BaseException:
+            self.close()
+            raise
+
     # ------------------------------------------------------------------------------- contract checks
+    def _load_graph(self, nir: str | os.PathLike | None):
+        """The NIR graph to run: the given file, or an export on the fly; checked against the checkpoint."""
+        sha = sha256_of(self.checkpoint)
+        if nir is None:
+            graph, self.nir_path = self._export_temporary(sha), None
+        else:
+            self.nir_path = Path(nir)
+            graph = load_graph(self.nir_path)  # PlanError (a ValueError) for missing / non-NIR files
+        self._check_graph(graph, sha)
+        return graph
+
     def _export_temporary(self, sha: str):
         """Export to a temporary NIR file and read it back (the same path as a user's file)."""
         import nir
@@ -326,7 +265,7 @@ class HybridBridge(ClosedOnExit):
             )
 
     def _check_plan_ports(self) -> None:
-        ins, outs = _expected_ports(self.model)
+        ins, outs = expected_ports(self.model)
         plan = self.spiking.plan
         have_in = {p: list(plan.units[p].shape) for p in plan.inputs}
         have_out = {p: list(plan.units[p].shape) for p in plan.outputs}
@@ -395,21 +334,51 @@ class HybridBridge(ClosedOnExit):
             raise RuntimeError("this HybridBridge is closed")
         t_start = time.perf_counter()
         clips = self._as_clips(clips).to(self.device, self.host_dtype)
-        model, cfg, T = self.model, self.cfg, self.timesteps
+        cfg, T = self.cfg, self.timesteps
         b = clips.shape[0]
         timings: dict[str, Any] = {"host_fuse_s": {k: 0.0 for k in range(1, 5)}}
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
 
         # host: ANN on the key frames (or every frame for inputs 'all')
         t0 = time.perf_counter()
-        ctx = host_context(model, clips, T)
-        sync()
+        ctx = host_context(self.model, clips, T)
+        self._sync()
         timings["host_ann_s"] = time.perf_counter() - t0
         snn_frames = branch_frames(clips, cfg.stride, cfg.inputs, "snn")  # (B, N, T', 3, H, W)
         n_seq = snn_frames.shape[0] * snn_frames.shape[1]
         residual = snn_frames.flatten(0, 1).to("cpu", torch.float64).numpy()  # (B*N, T', 3, H, W)
 
-        fuse_s = timings["host_fuse_s"]
+        was_started = self.spiking.startup_s > 0
+        res = self._run_spiking(residual, ctx, timings["host_fuse_s"])
+        logits, seg_logits = self._head(res, ctx, b, n_seq * T, timings)
+        total = time.perf_counter() - t_start
+        timings.update(self._run_timings(res.timings, timings, total, was_started))
+        timings.update(clips=b, device=str(self.device))
+        traffic = self._traffic(residual, res)
+        per = (snn_frames.shape[1]) * T  # logical steps per clip
+        return [
+            HybridResult(
+                logits=logits[i],
+                prediction=int(np.argmax(logits[i])),
+                segment_logits=seg_logits[i],
+                spikes={k: v[i * per : (i + 1) * per] for k, v in res.spikes.items()},
+                outputs={k: v[i * per : (i + 1) * per] for k, v in res.outputs.items()},
+                host_inputs={k: v[i * per : (i + 1) * per] for k, v in res.host_inputs.items()},
+                timings=timings,
+                traffic=traffic,
+                quantization=res.quantization,
+            )
+            for i in range(b)
+        ]
+
+    def _sync(self) -> None:
+        """Wait for the GPU, so that host timings measure the work and not its launch."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _run_spiking(self, residual: np.ndarray, ctx, fuse_s: dict[int, float]) -> SegmentResult:
+        """The spiking branch on every segment, the host fusing stage k into stage k+1 as it goes:
+        one step at a time for Lava and the numpy emulator, a whole stage at once for the torch one."""
+        model = self.model
 
         def host(stage: int, t: int, out: np.ndarray) -> np.ndarray:
             h0 = time.perf_counter()
@@ -423,35 +392,37 @@ class HybridBridge(ClosedOnExit):
             h0 = time.perf_counter()
             x = out.to(self.device, self.host_dtype)
             y = model.fuse(stage - 1, x, ctx.contexts(stage - 1, x.shape[0]))
-            sync()
+            self._sync()
             fuse_s[stage] += time.perf_counter() - h0
             return y
 
-        was_started = self.spiking.startup_s > 0
         fusing = model.fusions is not None
         if self.torch_emulator is None:
-            res = self.spiking.run_clip(residual, host=host if fusing else None)
-        else:
-            res = self._run_torch_emulator(residual, host_batch if fusing else None)
+            return self.spiking.run_clip(residual, host=host if fusing else None)
+        return self._run_torch_emulator(residual, host_batch if fusing else None)
 
-        # host: last fusion, time mean, head
+    def _head(self, res: SegmentResult, ctx, b: int, n_steps: int, timings: dict[str, Any]):
+        """Host: last fusion, time mean, head -> (logits (B, K), segment logits (B, N, K)) in float64."""
+        model, fuse_s = self.model, timings["host_fuse_s"]
         x4 = torch.from_numpy(res.outputs["stage4_out"]).to(self.device, self.host_dtype)  # (B*N*T', C, h, w)
-        if fusing:
+        if model.fusions is not None:
             t0 = time.perf_counter()
-            x4 = model.fuse(3, x4, ctx.contexts(3, n_seq * T))
-            sync()
+            x4 = model.fuse(3, x4, ctx.contexts(3, n_steps))
+            self._sync()
             fuse_s[4] += time.perf_counter() - t0
         t0 = time.perf_counter()
         seg_logits = sequence_logits(model, x4, ctx, b)
         logits = seg_logits.mean(1).to("cpu", torch.float64).numpy()
         seg_logits = seg_logits.to("cpu", torch.float64).numpy()
         timings["host_head_s"] = time.perf_counter() - t0
-        total = time.perf_counter() - t_start
+        return logits, seg_logits
 
-        lt = res.timings
-        host_total = timings["host_ann_s"] + sum(fuse_s.values()) + timings["host_head_s"]
+    @staticmethod
+    def _run_timings(lt: dict[str, float], timings: dict[str, Any], total: float, was_started: bool):
+        """Where a call's time went: host, Lava, and the bridge's own overhead between them."""
+        host_total = timings["host_ann_s"] + sum(timings["host_fuse_s"].values()) + timings["host_head_s"]
         lava_s = lt["wall_s"] - lt["host_callback_s"]
-        timings.update(
+        return dict(
             total_s=total,
             host_s=host_total,
             lava_s=lava_s,
@@ -462,35 +433,13 @@ class HybridBridge(ClosedOnExit):
             lava_ms_per_step=1e3 * lava_s / lt["steps"],
             lava_startup_s=lt["startup_s"],
             lava_processes=int(lt["n_processes"]),
-            clips=b,
-            device=str(self.device),
         )
-        traffic = self._traffic(residual, res)
-        per = (snn_frames.shape[1]) * T  # logical steps per clip
-        results = []
-        for i in range(b):
-            sl = slice(i * per, (i + 1) * per)
-            results.append(
-                HybridResult(
-                    logits=logits[i],
-                    prediction=int(np.argmax(logits[i])),
-                    segment_logits=seg_logits[i],
-                    spikes={k: v[sl] for k, v in res.spikes.items()},
-                    outputs={k: v[sl] for k, v in res.outputs.items()},
-                    host_inputs={k: v[sl] for k, v in res.host_inputs.items()},
-                    timings=timings,
-                    traffic=traffic,
-                    quantization=res.quantization,
-                )
-            )
-        return results
 
     def _run_torch_emulator(self, residual: np.ndarray, host) -> SegmentResult:
         """Backend "torch": the whole batch through torch_emulator, in the runtime's result type."""
         out, timings = run_segments(self.torch_emulator, torch.from_numpy(residual).to(self.device), host)
-        plan = self.spiking.plan
-        res = SegmentResult(out["outputs"], out["spikes"], out["host_inputs"],
-                            {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}, timings)
+        lat = self.spiking.port_latency
+        res = SegmentResult(out["outputs"], out["spikes"], out["host_inputs"], lat, timings)
         if self.mode == "fixed":
             sat = out["saturation"]
             res.quantization = {
@@ -499,51 +448,19 @@ class HybridBridge(ClosedOnExit):
         return res
 
     def _traffic(self, residual: np.ndarray, res) -> dict[str, Any]:
-        """Host <-> chip traffic per logical timestep, counted from the arrays that crossed, at the
-        simulation's float64 and at Loihi 2's graded payload width (resource report's assumption)."""
+        """Host <-> chip traffic per logical timestep, counted from the arrays that crossed (see
+        ResourceReport.traffic)."""
         n_log = residual.shape[0] * residual.shape[1]
         sent = {"residual_in": residual[0, 0].size}
         sent.update({k: int(np.prod(v.shape[1:])) for k, v in res.host_inputs.items()})
         got = {k: int(np.prod(v.shape[1:])) for k, v in res.outputs.items()}
         assert all(v.shape[0] == n_log for v in res.outputs.values())
-        bits = self.resources.graded_bits
-        v_in, v_out = sum(sent.values()), sum(got.values())
-        tot = self.resources.totals
-        return {
-            "values_in_per_step": v_in,
-            "values_out_per_step": v_out,
-            "sim_bytes_per_step": 8 * (v_in + v_out),  # float64 arrays through Lava's channels
-            "loihi2_bytes_in_per_step": math.ceil(v_in * bits / 8),
-            "loihi2_bytes_out_per_step": math.ceil(v_out * bits / 8),
-            "graded_bits": bits,
-            "report_bytes_in_per_step": tot["host_in_bytes_per_step"],
-            "report_bytes_out_per_step": tot["host_out_bytes_per_step"],
-            "ports_in": sent,
-            "ports_out": got,
-        }
+        return self.resources.traffic(sent, got)
 
     def reference(self, clip) -> dict[str, Any]:
         """The PyTorch model on the same clip (golden trace: spikes per LIF layer, logits)."""
-        from respike_neuro.export.trace import record_snn_io
-
         clips = self._as_clips(clip).to(self.device, self.host_dtype)
-        tr = record_snn_io(self.model, clips)
-        lif = [k for k in tr["segments"][0] if k.startswith("layer")]
-        per = len(tr["segments"]) // clips.shape[0]
-        out = []
-        for i in range(clips.shape[0]):
-            segs = tr["segments"][i * per : (i + 1) * per]
-            logits = tr["segment_logits"][i].mean(0).astype(np.float64)
-            out.append(
-                {
-                    "logits": logits,
-                    "prediction": int(np.argmax(logits)),
-                    "spikes": {k: np.concatenate([s[k] for s in segs]) > 0 for k in lif},
-                    "outputs": {
-                        k: np.concatenate([s[k] for s in segs]) for k in segs[0] if k.endswith("_out")
-                    },
-                }
-            )
+        out = reference_outputs(self.model, clips)
         return out[0] if clip.dim() == 4 else out
 
     # ----------------------------------------------------------------------------------- lifecycle
@@ -555,6 +472,7 @@ class HybridBridge(ClosedOnExit):
             sp.close()
 
 
+# re-exported: callers catch these and load the host model through the bridge
 __all__ += ["PlanError", "CheckpointError", "load_host_model"]
 
 

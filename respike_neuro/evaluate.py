@@ -39,6 +39,7 @@ from respike_neuro.cli import (
     guarded,
 )
 from respike_neuro.distributed import DistInfo, ShardSampler, all_gather_rows
+from respike_neuro.engines import BRIDGE_BACKENDS, ENGINES, MODES
 from respike_neuro.fileio import write_text_atomic
 
 
@@ -155,12 +156,9 @@ def plot_confusion(
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
-    from respike_neuro.fileio import save_figure_atomic
+    from respike_neuro.fileio import save_pyplot_figure
 
-    try:
-        save_figure_atomic(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    save_pyplot_figure(fig, path, dpi=100)
     return Path(path)
 
 
@@ -278,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     dep = parser.add_argument_group("deployed model (host + Lava)")
-    dep.add_argument("--deploy", choices=("float", "fixed"), default=None,
+    dep.add_argument("--deploy", choices=MODES, default=None,
                      help="evaluate host + spiking branch in this arithmetic instead of PyTorch")
-    dep.add_argument("--backend", choices=("emulator", "torch", "cpu", "loihi2"), default="emulator",
+    lava_free_first = tuple(sorted(BRIDGE_BACKENDS, key=lambda n: ENGINES[n].lava))
+    dep.add_argument("--backend", choices=lava_free_first, default="emulator",
                      help="spiking branch on the bit-exact numpy emulator (default), the same arithmetic "
                      "batched in torch, Lava CPU or Loihi 2")
     dep.add_argument("--nir", type=Path, default=None, help="NIR export of the checkpoint (default: export)")

@@ -146,3 +146,14 @@ def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or None
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs), need_bytes=1 << 20)
+
+
+def save_pyplot_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """`save_figure_atomic`, then close the pyplot figure `fig` (written or not: pyplot keeps every open
+    figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return save_figure_atomic(fig, path, **savefig_kwargs)
+    finally:
+        plt.close(fig)

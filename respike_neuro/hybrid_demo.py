@@ -24,6 +24,7 @@ from respike_neuro.cli import (
     check_plot_file,
     guarded,
 )
+from respike_neuro.engines import BRIDGE_BACKENDS, MODES, backend_help
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,12 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--video", type=Path, default=None, help="video file to classify (decoded with PyAV)")
     src.add_argument("--index", type=int, default=0, help="built-in synthetic test clip index (default 0)")
     p.add_argument(
-        "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
+        "--mode", choices=MODES, default="float", help="Lava arithmetic (default float)"
     )
     p.add_argument(
-        "--backend", choices=("cpu", "loihi2", "emulator", "torch"), default="cpu",
-        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava; "
-        "torch: the emulator's arithmetic batched in torch",
+        "--backend", choices=BRIDGE_BACKENDS, default="cpu", help=backend_help(BRIDGE_BACKENDS),
     )
     p.add_argument("--device", default=None, help="host torch device (default: cuda if available, else cpu)")
     p.add_argument("--stock-models", action="store_true", help="Lava's stock (slow) Conv models")
@@ -190,12 +189,9 @@ def plot(path: Path, bridge, res, ref) -> None:
     b.set_title(f"logits (prediction: {_name(bridge.class_names, res.prediction)})")
     b.legend(fontsize=8)
     fig.tight_layout()
-    from respike_neuro.fileio import save_figure_atomic
+    from respike_neuro.fileio import save_pyplot_figure
 
-    try:
-        save_figure_atomic(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_pyplot_figure(fig, path, dpi=110)
 
 
 def _run(args) -> int:
@@ -215,7 +211,7 @@ def _run(args) -> int:
         check_device(args.device, allow_auto=False)
     clip = label = None
     if args.video is not None:  # decode first: a bad video never starts Lava
-        from respike_neuro.bridge import load_host_model
+        from respike_neuro.host import load_host_model
 
         cfg = load_host_model(args.checkpoint)[0].cfg
         clip, note = load_video(args.video, cfg.frames, cfg.resolution)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from respike_neuro.bridge import HybridBridge, host_context, sequence_logits, sha256_of
+from respike_neuro.bridge import HybridBridge, sha256_of
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint
 from respike_neuro.cli import (
     ArgumentParser,
@@ -58,6 +58,7 @@ from respike_neuro.cli import (
 )
 from respike_neuro.config import ModelConfig
 from respike_neuro.fileio import atomic_write
+from respike_neuro.host import host_context, sequence_logits
 from respike_neuro.models.hybrid import branch_frames
 from respike_neuro.models.neuron import membrane_alpha
 from respike_neuro.sim.fixed_point import PINNED_KEY, WEIGHT_BITS_KEY
@@ -248,8 +249,6 @@ def finetune(
     Returns the record also stored in the NIR metadata ('qat'): per-epoch loss and validation accuracy,
     the chosen epoch, and timings.
     """
-    from respike_neuro.config import DataConfig
-
     out = Path(out)
     if out.suffix != ".nir":
         raise ValueError(f"output {out} must end in .nir")
@@ -258,17 +257,7 @@ def finetune(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    state = load_checkpoint(checkpoint)
-    try:
-        mcfg = ModelConfig.from_dict(dict(state["model_config"]), source=f"checkpoint {checkpoint}")
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {checkpoint}: invalid model_config: {err}") from None
-    from respike_neuro.checkpoint import train_config_of
-
-    data = DataConfig.from_dict(
-        train_config_of(state, checkpoint).get("data") or {}, source=f"checkpoint {checkpoint}"
-    )
-    del state
+    mcfg, data = _trained_on(checkpoint)
     val_x, val_y = _split(data, mcfg, "val", cfg.val_clips)
     n_cal = min(cfg.calibration_clips, len(val_x))  # spread over the split, as evaluate --deploy fixed
     idx = np.unique(np.linspace(0, len(val_x) - 1, n_cal).round().astype(int))
@@ -284,52 +273,78 @@ def finetune(
             f"weights; {cfg.clips_per_epoch} training clips per epoch, {len(val_x)} validation clips; {cfg}")
         with torch.no_grad():  # the float model's top-1: the agreement reference
             val_ref = _float_logits(bridge, val_x, cfg.batch_size).argmax(1).cpu()
-        params = model.snn.parameters()
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-        steps = max(cfg.epochs * math.ceil(cfg.clips_per_epoch / cfg.batch_size), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
-        record: dict[str, Any] = {
-            "config": asdict(cfg), "checkpoint_sha256": sha256_of(checkpoint), "epochs": [],
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        }
-        t0 = time.perf_counter()
-        acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
-        agree = float((pred == val_ref).float().mean())
-        # model selection: fidelity to the float model when distilling (accuracy breaks ties), else accuracy
-        score = (lambda a, g: (g, a)) if cfg.loss != "ce" else (lambda a, g: (a, g))
-        best_score = score(acc, agree)
-        record["epochs"].append({"epoch": 0, "val_top1": acc, "val_agreement": agree,
-                                 "eval_s": time.perf_counter() - t0})
-        record["best_epoch"] = 0
-        log(f"epoch 0 (post-training quantised): val top-1 {acc:.4f}, agreement with float {agree:.4f}")
-        write_nir_atomic(deployable_graph(bridge, model, record), out)
-        best = {k: p.detach().clone() for k, p in model.snn.params.items()}
-        gen = torch.Generator().manual_seed(cfg.seed)
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            clips = _epoch_clips(data, mcfg, epoch, cfg.clips_per_epoch, gen)
-            loader = DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-            loss = _train_epoch(model, bridge, loader, opt, sched, cfg, desc=f"qat epoch {epoch}",
-                                progress=progress)
-            train_s = time.perf_counter() - t0
-            acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
-            agree = float((pred == val_ref).float().mean())
-            rec = {"epoch": epoch, "train_loss": loss, "val_top1": acc, "val_agreement": agree,
-                   "train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s}
-            record["epochs"].append(rec)
-            log(f"epoch {epoch}: loss {rec['train_loss']:.4f}, val top-1 {acc:.4f}, agreement {agree:.4f} "
-                f"({train_s:.0f} s)")
-            if score(acc, agree) > best_score:
-                best_score, record["best_epoch"] = score(acc, agree), epoch
-                best = {k: p.detach().clone() for k, p in model.snn.params.items()}
-                write_nir_atomic(deployable_graph(bridge, model, record), out)
-        with torch.no_grad():
-            for k, p in model.snn.params.items():
-                p.copy_(best[k])
+        record = _train_and_select(model, bridge, data, mcfg, cfg, (val_x, val_y, val_ref), out,
+                                   sha256_of(checkpoint), progress=progress, log=log)
         chosen = record["epochs"][record["best_epoch"]]
         record["val_top1"], record["val_agreement"] = chosen["val_top1"], chosen["val_agreement"]
         record["total_s"] = time.perf_counter() - t_start
         write_nir_atomic(deployable_graph(bridge, model, record), out)
+    return record
+
+
+def _trained_on(checkpoint: str | os.PathLike):
+    """The checkpoint's model config and the data config it was trained with."""
+    from respike_neuro.checkpoint import train_config_of
+    from respike_neuro.config import DataConfig
+
+    state = load_checkpoint(checkpoint)
+    try:
+        mcfg = ModelConfig.from_dict(dict(state["model_config"]), source=f"checkpoint {checkpoint}")
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {checkpoint}: invalid model_config: {err}") from None
+    data = DataConfig.from_dict(
+        train_config_of(state, checkpoint).get("data") or {}, source=f"checkpoint {checkpoint}"
+    )
+    return mcfg, data
+
+
+def _train_and_select(model: QATModel, bridge: HybridBridge, data, mcfg, cfg: QATConfig, val, out: Path,
+                      sha: str, *, progress: bool, log) -> dict[str, Any]:
+    """Epoch 0 (post-training quantised), then `cfg.epochs` epochs; after each, the best so far is written
+    to `out` and at the end loaded back into `model`. val: (clips, labels, the float model's top-1)."""
+    val_x, val_y, val_ref = val
+    params = model.snn.parameters()
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    steps = max(cfg.epochs * math.ceil(cfg.clips_per_epoch / cfg.batch_size), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+    record: dict[str, Any] = {
+        "config": asdict(cfg), "checkpoint_sha256": sha, "epochs": [],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+    }
+    t0 = time.perf_counter()
+    acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
+    agree = float((pred == val_ref).float().mean())
+    # model selection: fidelity to the float model when distilling (accuracy breaks ties), else accuracy
+    score = (lambda a, g: (g, a)) if cfg.loss != "ce" else (lambda a, g: (a, g))
+    best_score = score(acc, agree)
+    record["epochs"].append({"epoch": 0, "val_top1": acc, "val_agreement": agree,
+                             "eval_s": time.perf_counter() - t0})
+    record["best_epoch"] = 0
+    log(f"epoch 0 (post-training quantised): val top-1 {acc:.4f}, agreement with float {agree:.4f}")
+    write_nir_atomic(deployable_graph(bridge, model, record), out)
+    best = {k: p.detach().clone() for k, p in model.snn.params.items()}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        clips = _epoch_clips(data, mcfg, epoch, cfg.clips_per_epoch, gen)
+        loader = DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, generator=gen)
+        loss = _train_epoch(model, bridge, loader, opt, sched, cfg, desc=f"qat epoch {epoch}",
+                            progress=progress)
+        train_s = time.perf_counter() - t0
+        acc, pred = _accuracy(model, val_x, val_y, cfg.batch_size)
+        agree = float((pred == val_ref).float().mean())
+        rec = {"epoch": epoch, "train_loss": loss, "val_top1": acc, "val_agreement": agree,
+               "train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s}
+        record["epochs"].append(rec)
+        log(f"epoch {epoch}: loss {rec['train_loss']:.4f}, val top-1 {acc:.4f}, agreement {agree:.4f} "
+            f"({train_s:.0f} s)")
+        if score(acc, agree) > best_score:
+            best_score, record["best_epoch"] = score(acc, agree), epoch
+            best = {k: p.detach().clone() for k, p in model.snn.params.items()}
+            write_nir_atomic(deployable_graph(bridge, model, record), out)
+    with torch.no_grad():
+        for k, p in model.snn.params.items():
+            p.copy_(best[k])
     return record
 
 

@@ -70,6 +70,19 @@ def _load_videofixtures():
 sys.path.insert(0, str(Path(__file__).parent / "shared"))
 
 
+@pytest.fixture
+def quiet_video_warnings():
+    """VideoDataWarning (a skipped, missing or short video) silenced: for tests over deliberately broken
+    video folders (use: pytestmark = pytest.mark.usefixtures("quiet_video_warnings"))."""
+    import warnings
+
+    from respike_neuro.data.video import VideoDataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VideoDataWarning)
+        yield
+
+
 @pytest.fixture(scope="session")
 def vf():
     """The videofixtures module (writers, layout builders, expected names)."""

@@ -1,19 +1,6 @@
-"""Video datasets: clip sampling, transforms and skip bookkeeping over respike_neuro.data.decode.
+"""Video datasets: transforms, skip bookkeeping and the dataset over respike_neuro.data.decode.
 
-Frame indices are positions in presentation order at the native frame rate (frame k is shown
-at t = k / fps). Clip sampling (paper protocol, Sec. 5 and the authors' code):
-
-* train, "consecutive": T consecutive frames (every `step`-th frame) from a uniformly random
-  start s in [0, n - L], L = (T - 1) * step + 1 the clip's span.
-* train, "sparse" (TSN): the video is cut into T equal segments of n / T frames; one random frame
-  per segment.
-* eval: N clips per video. Consecutive clip c of N starts at round((n - L) * (c + 1/2) / N)
-  (N = 1 is the centre clip); sparse clip c takes the frame at fraction (c + 1/2) / N of every
-  segment. No randomness: the same item always gives the same clip.
-
-Short videos (n < L, or n < T for sparse): ONE rule everywhere, "hold the last frame": the clip
-takes frames 0, step, 2*step, ... and every index past the end is clamped to n - 1, so the clip
-ends in a freeze (zero residuals, as if the scene stopped). Such videos are counted (`videos_short`).
+Which frames make a clip (train/eval sampling, short videos) is in sampling.py.
 
 Corrupt videos (no video stream, unreadable header, nothing decodable) are skipped with a
 `VideoDataWarning` naming the file and counted (`videos_skipped`). In train mode the item is
@@ -56,73 +43,23 @@ from respike_neuro.data.decode import (  # noqa: F401  (decode names re-exported
     probe_video,
     scaled_size,
 )
+from respike_neuro.data.sampling import (  # noqa: F401  (sampling names re-exported: tests, hybrid_demo)
+    SAMPLINGS,
+    clip_span,
+    eval_indices,
+    frames_needed,
+    train_indices,
+)
 
 if TYPE_CHECKING:
     from respike_neuro.data.frame_cache import FrameCache
 
 MODES = ("train", "eval")
 MODE_ALIASES = {"train": "train", "eval": "eval", "val": "eval", "test": "eval"}
-SAMPLINGS = ("consecutive", "sparse")
 
 
 class VideoDataWarning(UserWarning):
     """A video was skipped, missing or shorter than a clip (filter with warnings.simplefilter)."""
-
-
-# -- clip sampling -------------------------------------------------------------------------------
-
-
-def clip_span(frames: int, step: int = 1) -> int:
-    """Frames a consecutive clip covers: L = (T - 1) * step + 1."""
-    return (frames - 1) * step + 1
-
-
-def frames_needed(frames: int, step: int, sampling: str) -> int:
-    """Shortest video that needs no hold-last padding."""
-    return frames if sampling == "sparse" else clip_span(frames, step)
-
-
-def _consecutive(num_frames: int, frames: int, start: int, step: int) -> np.ndarray:
-    return np.minimum(start + step * np.arange(frames), num_frames - 1)
-
-
-def _check_sampling(num_frames: int, frames: int, step: int, sampling: str) -> None:
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if frames < 1 or step < 1:
-        raise ValueError(f"frames and step must be >= 1, got frames={frames}, step={step}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-
-
-def train_indices(num_frames: int, frames: int, *, step: int = 1, sampling: str = "consecutive",
-                  generator: torch.Generator | None = None) -> np.ndarray:
-    """Frame indices of one random training clip (torch's RNG, seeded per DataLoader worker)."""
-    _check_sampling(num_frames, frames, step, sampling)
-    if sampling == "sparse" and num_frames >= frames:
-        seg = num_frames / frames
-        lo = np.floor(np.arange(frames) * seg).astype(np.int64)
-        hi = np.maximum(np.floor((np.arange(frames) + 1) * seg).astype(np.int64), lo + 1)
-        u = torch.rand(frames, generator=generator, dtype=torch.float64).numpy()
-        return np.minimum(lo + np.floor(u * (hi - lo)).astype(np.int64), num_frames - 1)
-    room = num_frames - clip_span(frames, step)
-    start = int(torch.randint(room + 1, (1,), generator=generator)) if room > 0 else 0
-    return _consecutive(num_frames, frames, start, step)
-
-
-def eval_indices(num_frames: int, frames: int, clip: int, num_clips: int, *, step: int = 1,
-                 sampling: str = "consecutive") -> np.ndarray:
-    """Frame indices of evaluation clip `clip` of `num_clips` uniformly spaced ones."""
-    _check_sampling(num_frames, frames, step, sampling)
-    if not 0 <= clip < num_clips:
-        raise ValueError(f"clip must be in [0, {num_clips}), got {clip}")
-    frac = (clip + 0.5) / num_clips
-    if sampling == "sparse" and num_frames >= frames:
-        seg = num_frames / frames
-        return np.minimum(np.floor((np.arange(frames) + frac) * seg).astype(np.int64), num_frames - 1)
-    room = num_frames - clip_span(frames, step)
-    start = int(np.floor(room * frac + 0.5)) if room > 0 else 0
-    return _consecutive(num_frames, frames, start, step)
 
 
 # -- transforms ----------------------------------------------------------------------------------

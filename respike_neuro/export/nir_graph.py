@@ -82,6 +82,34 @@ class _Builder:
         )
         self.edge(src, key)
 
+    def block(self, p: str, block: nn.Module, src: str, c: int, hw: tuple[int, int]):
+        """One residual block `p` (lif1 -> conv1 -> lif2 -> conv2, + shortcut) into node `{p}.out`;
+        returns that node's channels and grid."""
+        self.lif(f"{p}.lif1", block.lif1, src, (c, *hw))
+        hw2 = self.conv(f"{p}.conv1", block.conv1, f"{p}.lif1", hw)
+        c2 = block.conv1.out_channels
+        self.lif(f"{p}.lif2", block.lif2, f"{p}.conv1", (c2, *hw2))
+        self.conv(f"{p}.conv2", block.conv2, f"{p}.lif2", hw2)
+        self.nodes[f"{p}.out"] = nir.Scale(scale=np.ones((c2, *hw2), self.dtype))
+        self.edge(f"{p}.conv2", f"{p}.out")
+        if block.shortcut is None:
+            self.edge(src, f"{p}.out")
+            return c2, hw2
+        pool, sc_conv = block.shortcut
+        sc_src, sc_hw = src, hw
+        if isinstance(pool, nn.AvgPool2d):
+            k = nn.modules.utils._pair(pool.kernel_size)
+            self.nodes[f"{p}.shortcut.pool"] = nir.AvgPool2d(
+                kernel_size=np.array(k), stride=np.array(k), padding=np.array([0, 0])
+            )
+            self.edge(src, f"{p}.shortcut.pool")
+            sc_src, sc_hw = f"{p}.shortcut.pool", (hw[0] // k[0], hw[1] // k[1])
+        out_hw = self.conv(f"{p}.shortcut.conv", sc_conv, sc_src, sc_hw)
+        if out_hw != hw2:
+            raise ValueError(f"block {p}: shortcut output {out_hw} does not match the main path {hw2}")
+        self.edge(f"{p}.shortcut.conv", f"{p}.out")
+        return c2, hw2
+
 
 def lif_keys(graph_or_model: Any) -> list[str]:
     """Node keys of the LIF layers, in network order (graph) or block order (model)."""
@@ -144,40 +172,25 @@ def build_nir_graph(
             inputs[src] = [c, *hw]
         for j, block in enumerate(stage):
             p = f"layer{i}.{j}"
-            b.lif(f"{p}.lif1", block.lif1, src, (c, *hw))
-            hw2 = b.conv(f"{p}.conv1", block.conv1, f"{p}.lif1", hw)
-            c2 = block.conv1.out_channels
-            b.lif(f"{p}.lif2", block.lif2, f"{p}.conv1", (c2, *hw2))
-            b.conv(f"{p}.conv2", block.conv2, f"{p}.lif2", hw2)
-            b.nodes[f"{p}.out"] = nir.Scale(scale=np.ones((c2, *hw2), dtype))
-            b.edge(f"{p}.conv2", f"{p}.out")
-            if block.shortcut is None:
-                b.edge(src, f"{p}.out")
-            else:
-                pool, sc_conv = block.shortcut
-                sc_src, sc_hw = src, hw
-                if isinstance(pool, nn.AvgPool2d):
-                    k = nn.modules.utils._pair(pool.kernel_size)
-                    b.nodes[f"{p}.shortcut.pool"] = nir.AvgPool2d(
-                        kernel_size=np.array(k), stride=np.array(k), padding=np.array([0, 0])
-                    )
-                    b.edge(src, f"{p}.shortcut.pool")
-                    sc_src, sc_hw = f"{p}.shortcut.pool", (hw[0] // k[0], hw[1] // k[1])
-                out_hw = b.conv(f"{p}.shortcut.conv", sc_conv, sc_src, sc_hw)
-                if out_hw != hw2:
-                    raise ValueError(
-                        f"block {p}: shortcut output {out_hw} does not match the main path {hw2}"
-                    )
-                b.edge(f"{p}.shortcut.conv", f"{p}.out")
-            src, c, hw = f"{p}.out", c2, hw2
+            c, hw = b.block(p, block, src, c, hw)
+            src = f"{p}.out"
         stage_shapes[f"stage{i}"] = [c, *hw]
         if host_ports or i == n_stages:
             b.nodes[f"stage{i}_out"] = nir.Output(output_type={"output": np.array([c, *hw])})
             b.edge(src, f"stage{i}_out")
             outputs[f"stage{i}_out"] = [c, *hw]
 
+    metadata = _metadata(cfg, dt, host_ports, stage_shapes, inputs, outputs, checkpoint_sha256)
+    graph = nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
+    graph.validate_structure()
+    return graph
+
+
+def _metadata(cfg: Any, dt: float, host_ports: bool, stage_shapes: dict, inputs: dict, outputs: dict,
+              checkpoint_sha256: str) -> dict[str, Any]:
+    """The graph's metadata: the contract's neuron, timing and port description (docs/nir-contract.md)."""
     steps, input_meaning = _snn_timesteps(cfg)
-    metadata = {
+    return {
         "format_version": FORMAT_VERSION,
         "dt": float(dt),
         "beta": float(cfg.beta),
@@ -195,9 +208,6 @@ def build_nir_graph(
         "checkpoint_sha256": checkpoint_sha256,
         "exporter": "respike_neuro.export.nir_graph",
     }
-    graph = nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
-    graph.validate_structure()
-    return graph
 
 
 # --------------------------------------------------------------------------- summary

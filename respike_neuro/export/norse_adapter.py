@@ -113,68 +113,86 @@ def _per_channel(values: np.ndarray, key: str, name: str, channels: int) -> np.n
 
 def _rewrite(graph: nir.NIRGraph) -> nir.NIRGraph:
     """The same function with only node types Norse maps, r folded and r == 1 (quirks 1 and 2)."""
-    nodes = {k: _copy_node(n) for k, n in graph.nodes.items()}
-    edges = list(graph.edges)
-    for key, node in nodes.items():
+    rw = _Rewrite({k: _copy_node(n) for k, n in graph.nodes.items()}, list(graph.edges))
+    for key, node in rw.nodes.items():
         if not isinstance(node, (*_NORSE_TYPES, nir.Scale, nir.AvgPool2d)):
             raise ValueError(f"node {key!r} ({type(node).__name__}) is not supported by the Norse adapter")
+    for key in list(rw.nodes):
+        node = rw.nodes[key]
+        if isinstance(node, nir.Scale):
+            c = rw.channels_of(rw.producers(key)[0])
+            rw.nodes[key] = _diag_conv(_per_channel(node.scale, key, "scale", c))
+        elif isinstance(node, nir.AvgPool2d):
+            rw.avg_to_sum_pool(key, node)
+    for key in list(rw.nodes):
+        node = rw.nodes[key]
+        if isinstance(node, nir.LIF):
+            rw.fold_r(key, node)
+    out = nir.NIRGraph(nodes=rw.nodes, edges=rw.edges, type_check=False)  # Norse reads no types
+    return out
 
-    def consumers(key: str) -> list[str]:
-        return [b for a, b in edges if a == key]
 
-    def producers(key: str) -> list[str]:
-        return [a for a, b in edges if b == key]
+def _diag_conv(scale: np.ndarray) -> nir.Conv2d:
+    """A 1x1 conv that multiplies channel c by scale[c]."""
+    c = scale.shape[0]
+    w = np.zeros((c, c, 1, 1), dtype=np.float64)
+    w[np.arange(c), np.arange(c), 0, 0] = scale
+    return nir.Conv2d(
+        input_shape=None,
+        weight=w,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(c, np.float64),
+    )
 
-    def channels_of(key: str) -> int:
-        n = nodes[key]
+
+@dataclass
+class _Rewrite:
+    """A graph being rewritten for Norse: its nodes and edges, changed in place."""
+
+    nodes: dict[str, nir.NIRNode]
+    edges: list[tuple[str, str]]
+
+    def consumers(self, key: str) -> list[str]:
+        return [b for a, b in self.edges if a == key]
+
+    def producers(self, key: str) -> list[str]:
+        return [a for a, b in self.edges if b == key]
+
+    def channels_of(self, key: str) -> int:
+        n = self.nodes[key]
         if isinstance(n, nir.Conv2d):
             return int(n.weight.shape[0])
         return (
-            channels_of(producers(key)[0]) if not isinstance(n, nir.Input) else int(n.input_type["input"][0])
+            self.channels_of(self.producers(key)[0])
+            if not isinstance(n, nir.Input)
+            else int(n.input_type["input"][0])
         )
 
-    def diag_conv(scale: np.ndarray) -> nir.Conv2d:
-        c = scale.shape[0]
-        w = np.zeros((c, c, 1, 1), dtype=np.float64)
-        w[np.arange(c), np.arange(c), 0, 0] = scale
-        return nir.Conv2d(
-            input_shape=None,
-            weight=w,
-            stride=1,
-            padding=0,
-            dilation=1,
-            groups=1,
-            bias=np.zeros(c, np.float64),
+    def avg_to_sum_pool(self, key: str, node: nir.AvgPool2d) -> None:
+        """AvgPool2d -> SumPool2d, its 1/(kH*kW) folded into the convs it feeds."""
+        k = np.broadcast_to(np.asarray(node.kernel_size), (2,))
+        if np.any(np.asarray(node.padding) != 0):
+            raise ValueError(f"node {key!r}: AvgPool2d with padding (Norse's SumPool2d ignores padding)")
+        outs = self.consumers(key)
+        if not outs or not all(isinstance(self.nodes[o], nir.Conv2d) for o in outs):
+            raise ValueError(f"node {key!r}: AvgPool2d must feed only convs to be rewritten for Norse")
+        for o in outs:
+            if len(self.producers(o)) != 1:
+                raise ValueError(f"node {o!r}: a conv fed by AvgPool2d {key!r} has other inputs too")
+            conv = self.nodes[o]
+            conv.weight = np.asarray(conv.weight, np.float64) / float(k[0] * k[1])
+        stride = node.stride if node.stride is not None else node.kernel_size
+        self.nodes[key] = nir.SumPool2d(
+            kernel_size=np.array(k),
+            stride=np.broadcast_to(np.asarray(stride), (2,)).copy(),
+            padding=np.array([0, 0]),
         )
 
-    for key in list(nodes):
-        node = nodes[key]
-        if isinstance(node, nir.Scale):
-            c = channels_of(producers(key)[0])
-            nodes[key] = diag_conv(_per_channel(node.scale, key, "scale", c))
-        elif isinstance(node, nir.AvgPool2d):
-            k = np.broadcast_to(np.asarray(node.kernel_size), (2,))
-            if np.any(np.asarray(node.padding) != 0):
-                raise ValueError(f"node {key!r}: AvgPool2d with padding (Norse's SumPool2d ignores padding)")
-            outs = consumers(key)
-            if not outs or not all(isinstance(nodes[o], nir.Conv2d) for o in outs):
-                raise ValueError(f"node {key!r}: AvgPool2d must feed only convs to be rewritten for Norse")
-            for o in outs:
-                if len(producers(o)) != 1:
-                    raise ValueError(f"node {o!r}: a conv fed by AvgPool2d {key!r} has other inputs too")
-                conv = nodes[o]
-                conv.weight = np.asarray(conv.weight, np.float64) / float(k[0] * k[1])
-            stride = node.stride if node.stride is not None else node.kernel_size
-            nodes[key] = nir.SumPool2d(
-                kernel_size=np.array(k),
-                stride=np.broadcast_to(np.asarray(stride), (2,)).copy(),
-                padding=np.array([0, 0]),
-            )
-
-    for key in list(nodes):
-        node = nodes[key]
-        if not isinstance(node, nir.LIF):
-            continue
+    def fold_r(self, key: str, node: nir.LIF) -> None:
+        """r into the conv feeding the LIF (or a diagonal 1x1 conv in front of it), then r = 1."""
         v_reset = 0.0 if node.v_reset is None else node.v_reset
         if np.any(np.asarray(v_reset) != 0):
             raise ValueError(f"node {key!r}: v_reset != 0, which Norse's from_nir ignores (it resets to 0)")
@@ -182,22 +200,20 @@ def _rewrite(graph: nir.NIRGraph) -> nir.NIRGraph:
             raise ValueError(f"node {key!r}: v_leak != 0; Norse starts v at v_leak, our segments at 0")
         r = np.asarray(node.r, dtype=np.float64)
         if np.all(r == 1.0):
-            continue
-        srcs = producers(key)
-        c = channels_of(srcs[0])
+            return
+        srcs = self.producers(key)
+        c = self.channels_of(srcs[0])
         r_c = _per_channel(r, key, "r", c)
         for src in srcs:
-            if isinstance(nodes[src], nir.Conv2d) and consumers(src) == [key]:
-                conv = nodes[src]
+            if isinstance(self.nodes[src], nir.Conv2d) and self.consumers(src) == [key]:
+                conv = self.nodes[src]
                 conv.weight = np.asarray(conv.weight, np.float64) * r_c[:, None, None, None]
                 conv.bias = np.asarray(conv.bias, np.float64) * r_c
             else:
                 gain = f"{key}.r" if len(srcs) == 1 else f"{key}.r.{src}"
-                nodes[gain] = diag_conv(r_c)
-                edges = [(a, gain if (a, b) == (src, key) else b) for a, b in edges] + [(gain, key)]
+                self.nodes[gain] = _diag_conv(r_c)
+                self.edges = [(a, gain if (a, b) == (src, key) else b) for a, b in self.edges] + [(gain, key)]
         node.r = np.ones_like(r)
-    out = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)  # Norse reads no types
-    return out
 
 
 def _topological(executor: torch.nn.Module, first: str, order_hint: list[str]) -> list:

@@ -21,6 +21,7 @@ from respike_neuro.cli import (
     check_output_file,
     guarded,
 )
+from respike_neuro.engines import MODES, RUNTIME_BACKENDS, backend_help
 from respike_neuro.fileio import write_text_atomic
 
 MAX_TIMESTEPS = 10_000  # per segment; the model uses a handful (one per residual frame)
@@ -34,11 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="use a small built-in contract graph instead of a file"
     )
     p.add_argument(
-        "--mode", choices=("float", "fixed"), default="float", help="Lava arithmetic (default float)"
+        "--mode", choices=MODES, default="float", help="Lava arithmetic (default float)"
     )
     p.add_argument(
-        "--backend", choices=("cpu", "loihi2", "emulator"), default="cpu",
-        help="cpu: Lava CPU simulation; loihi2: Intel's backend (if installed); emulator: numpy, no Lava",
+        "--backend", choices=RUNTIME_BACKENDS, default="cpu", help=backend_help(RUNTIME_BACKENDS),
     )
     p.add_argument(
         "--segments", type=int, default=None, help="segments to run (default: 1, or from --inputs)"
@@ -109,8 +109,56 @@ def _check_args(args) -> None:
         check_output_file(args.json, "--json", inputs=(args.model, args.inputs))
 
 
+def _segment_inputs(br, args) -> tuple[dict[str, np.ndarray], int]:
+    """The inputs of the run, (segments x T, C, H, W) per port, and the number of segments: --inputs cut
+    to --segments, the rest drawn from N(0, 1) (host ports: left to the identity host, --host-identity)."""
+    T = br.timesteps
+    ports = {p: br.plan.units[p].shape for p in br.input_ports}
+    data = _load_inputs(args.inputs, ports, T) if args.inputs else {}
+    n_seg = args.segments or (len(next(iter(data.values()))) // T if data else 1)
+    for k, v in list(data.items()):
+        if len(v) < n_seg * T:
+            raise ValueError(f"--inputs {k!r} has {len(v) // T} segments, --segments asks for {n_seg}")
+        data[k] = v[: n_seg * T]
+    if n_seg * T > MAX_LAVA_STEPS:
+        raise UsageError(f"{n_seg} segments x {T} timesteps: more than {MAX_LAVA_STEPS:,} Lava steps")
+    rng = np.random.default_rng(args.seed)
+    missing = [p for p in br.input_ports if p not in data]
+    check_memory(sum(8.0 * n_seg * T * float(np.prod(ports[p])) for p in missing), "the built-in inputs")
+    for p in br.input_ports:
+        if p in data:
+            continue
+        if p == "residual_in" or p not in br.plan.feeds:
+            data[p] = rng.normal(size=(n_seg * T,) + ports[p])
+        elif not args.host_identity:
+            raise ValueError(f"host port {p!r} needs recorded data (--inputs) or --host-identity")
+    return data, n_seg
+
+
+def _print_result(res, n_seg: int, T: int, fixed) -> None:
+    from respike_neuro.sim.runtime import describe_quantization
+
+    print(
+        f"segments {n_seg} x T={T}: {int(res.timings['steps'])} Lava steps; "
+        f"startup {res.timings['startup_s']:.2f} s;"
+        f" {res.timings['ms_per_step']:.1f} ms/step; run {res.timings['wall_s']:.2f} s"
+    )
+    print("spike rates per LIF layer (fraction of neurons per timestep):")
+    for k, r in res.spike_rates().items():
+        per_t = res.spikes[k].reshape(res.spikes[k].shape[0], -1).mean(axis=1)
+        print(f"  {k:28s} {r:.4f}   per t: " + " ".join(f"{x:.3f}" for x in per_t[: 2 * T]))
+    for o, v in res.outputs.items():
+        print(
+            f"output {o}: shape {v.shape[1:]}, mean {v.mean():+.4f}, std {v.std():.4f}, "
+            f"max|x| {np.abs(v).max():.4f}"
+        )
+    if fixed is not None:
+        print(fixed.summary())
+        print(describe_quantization(res.quantization))
+
+
 def _run(args) -> int:
-    from respike_neuro.sim.runtime import LavaSpikingBranch, describe_quantization
+    from respike_neuro.sim.runtime import LavaSpikingBranch
 
     _check_args(args)
     if args.demo:
@@ -131,25 +179,7 @@ def _run(args) -> int:
     )
     with br:
         T = br.timesteps
-        ports = {p: br.plan.units[p].shape for p in br.input_ports}
-        data = _load_inputs(args.inputs, ports, T) if args.inputs else {}
-        n_seg = args.segments or (len(next(iter(data.values()))) // T if data else 1)
-        for k, v in list(data.items()):
-            if len(v) < n_seg * T:
-                raise ValueError(f"--inputs {k!r} has {len(v) // T} segments, --segments asks for {n_seg}")
-            data[k] = v[: n_seg * T]
-        if n_seg * T > MAX_LAVA_STEPS:
-            raise UsageError(f"{n_seg} segments x {T} timesteps: more than {MAX_LAVA_STEPS:,} Lava steps")
-        rng = np.random.default_rng(args.seed)
-        missing = [p for p in br.input_ports if p not in data]
-        check_memory(sum(8.0 * n_seg * T * float(np.prod(ports[p])) for p in missing), "the built-in inputs")
-        for p in br.input_ports:
-            if p in data:
-                continue
-            if p == "residual_in" or p not in br.plan.feeds:
-                data[p] = rng.normal(size=(n_seg * T,) + ports[p])
-            elif not args.host_identity:
-                raise ValueError(f"host port {p!r} needs recorded data (--inputs) or --host-identity")
+        data, n_seg = _segment_inputs(br, args)
         host = None
         if any(p not in data for p in br.input_ports):
 
@@ -162,23 +192,7 @@ def _run(args) -> int:
         )
         print("port latency (Lava steps): " + ", ".join(f"{k}={v}" for k, v in br.port_latency.items()))
         res = br.run(data, host=host, n_segments=n_seg)
-    print(
-        f"segments {n_seg} x T={T}: {int(res.timings['steps'])} Lava steps; "
-        f"startup {res.timings['startup_s']:.2f} s;"
-        f" {res.timings['ms_per_step']:.1f} ms/step; run {res.timings['wall_s']:.2f} s"
-    )
-    print("spike rates per LIF layer (fraction of neurons per timestep):")
-    for k, r in res.spike_rates().items():
-        per_t = res.spikes[k].reshape(res.spikes[k].shape[0], -1).mean(axis=1)
-        print(f"  {k:28s} {r:.4f}   per t: " + " ".join(f"{x:.3f}" for x in per_t[: 2 * T]))
-    for o, v in res.outputs.items():
-        print(
-            f"output {o}: shape {v.shape[1:]}, mean {v.mean():+.4f}, std {v.std():.4f}, "
-            f"max|x| {np.abs(v).max():.4f}"
-        )
-    if br.fixed is not None:
-        print(br.fixed.summary())
-        print(describe_quantization(res.quantization))
+    _print_result(res, n_seg, T, br.fixed)
     if args.json:
         write_text_atomic(
             args.json,

@@ -7,6 +7,8 @@ Lava's initialisation (a child forked but not yet registered, or a start-up queu
 main process hangs) and in every child (one traceback each).
 
 What this module adds (LavaSpikingBranch uses it, so every entry point that starts Lava gets it):
+- `import_lava_runtime()`, the one way in to Lava: every module that imports Lava calls it first, so
+  Lava's `set_start_method('fork')` cannot fail on a start method fixed earlier;
 - children forked while a runtime starts die with the thread that forked them (PR_SET_PDEATHSIG =
   SIGKILL: even a SIGKILLed parent takes them along; Python's resource tracker then unlinks the
   segments) and ignore SIGINT, SIGTERM and SIGHUP: the main process alone decides and kills them
@@ -57,6 +59,28 @@ class Terminated(SystemExit):
 
 class StartupTimeout(TimeoutError):
     """Lava's processes did not all start within the start-up timeout (e.g. a child was killed)."""
+
+
+def import_lava_runtime() -> None:
+    """Import Lava's multiprocessing layer, which calls multiprocessing.set_start_method('fork').
+
+    That call raises "context has already been set" once anything in this process has fixed the start
+    method, even to 'fork' (e.g. a library calling multiprocessing.get_start_method()). A method fixed
+    to 'fork' is unfixed first, so Lava's call restores the same one; any other method is an error
+    that says what to do. Every module that imports Lava calls this first.
+    """
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules:
+        return
+    method = mp.get_start_method(allow_none=True)
+    if method not in (None, "fork"):
+        raise RuntimeError(
+            f"Lava needs the 'fork' multiprocessing start method, but this process already uses "
+            f"{method!r}; import respike_neuro.bridge (or Lava) before setting it"
+        )
+    if method == "fork":
+        mp.set_start_method(None, force=True)
+    __import__(name)
 
 
 @dataclass
@@ -210,6 +234,20 @@ def kill_and_reap(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def raise_if_a_process_died(rt) -> None:
+    """A ProcessModel that raised leaves its OS process dead while the others wait: report it."""
+    infra = getattr(rt, "_messaging_infrastructure", None)
+    for a in list(getattr(infra, "actors", []) or []):
+        try:
+            dead = not a.is_alive()
+        except ValueError:  # already closed
+            continue
+        if dead:
+            exc = a.exception
+            detail = f": {exc[0]!r}" if exc else ""
+            raise RuntimeError(f"a Lava process ({a.name}) died during the run{detail}")
+
+
 @dataclass
 class Deferred:
     """What happened inside `deferred_signals`: signals received, children forked there."""
@@ -303,3 +341,50 @@ class ClosedOnExit:
             self.close()
         except Exception:
             pass
+
+
+def kill_runtime(rt, startup: Deferred | None = None) -> None:
+    """Terminate Lava's processes, shut its shared-memory manager down (it unlinks the /dev/shm
+    segments), unlink any segment it could not, and reap every child the start-up forked (a child
+    forked but not yet registered with Lava would make multiprocessing's exit handler wait forever)."""
+    infra = getattr(rt, "_messaging_infrastructure", None)
+    actors = list(getattr(infra, "actors", []) or [])
+    for a in actors:  # SIGKILL: they ignore SIGTERM (this module) and hold nothing worth flushing
+        try:
+            if a.is_alive():
+                a.kill()
+        except Exception:
+            pass
+    for a in actors:  # reap them (Lava's SystemProcess.join takes no timeout: use Process.join)
+        try:
+            mp.Process.join(a, 5)
+        except Exception:
+            pass
+    smm = getattr(infra, "smm", None)
+    handles = list(getattr(smm, "_shared_memory_handles", []) or [])
+    if smm is not None:
+        try:
+            smm.shutdown()
+        except Exception:
+            pass
+    for h in handles:  # a manager that died first (or never answered) unlinked nothing
+        try:
+            h.unlink()
+        except Exception:
+            pass
+    for p in startup.children if startup is not None else ():
+        try:
+            if p.is_alive():
+                p.kill()
+            mp.Process.join(p, 5)
+        except Exception:
+            pass
+    for pid in startup.stray_pids if startup is not None else ():
+        kill_and_reap(pid)
+    if rt is None:
+        return
+    try:
+        rt._is_started = False
+        rt._is_running = False
+    except Exception:
+        pass

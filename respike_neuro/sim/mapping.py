@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from respike_neuro.sim import import_lava_runtime
+from respike_neuro.sim.lifecycle import import_lava_runtime
 
 import_lava_runtime()
 
@@ -33,6 +33,7 @@ from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from lava.proc.lif.process import LIFReset
 
+from respike_neuro.engines import MODES
 from respike_neuro.sim.kernels import lava_conv_weight, to_lava
 from respike_neuro.sim.plan import Plan, PlanError, Unit
 from respike_neuro.sim.procs.models import (
@@ -49,8 +50,6 @@ from respike_neuro.sim.procs.models import (
 )
 from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 from respike_neuro.sim.quantization import MAX_WEIGHT_BITS, WeightFormat
-
-MODES = ("float", "fixed")
 
 
 @dataclass
@@ -92,6 +91,20 @@ def _in_port(proc):
     return proc.a_in
 
 
+# unit kind -> ProcessModel (float, fixed point): this package's fast models, and Lava's stock ones
+_FAST_MODELS = {
+    "conv": (FastConvModelFloat, FastConvModelFixed),
+    "lif": (FastLifResetModelFloat, FastLifResetModelBitAcc),
+    "relay": (PyGradedRelayFloat, PyGradedRelayFixed),
+    "delay": (PyGradedDelayFloat, PyGradedDelayFixed),
+}
+_STOCK_MODELS = {
+    **_FAST_MODELS,
+    "conv": (PyConvModelFloat, PyConvModelFixed),
+    "lif": (PyLifResetModelFloat, PyLifResetModelBitAcc),
+}
+
+
 def build_network(
     plan: Plan,
     *,
@@ -104,6 +117,48 @@ def build_network(
     buffer_size: int = 4,
 ) -> LavaNetwork:
     """Create (unconnected-to-runtime) Lava processes for every plan unit, wired as the plan says."""
+    _check_network_args(mode, timesteps, fixed, fast_models)
+    fx = mode == "fixed"
+    cfg = io_utils.ChannelConfig(
+        send_full=io_utils.SendFull.BLOCKING,
+        receive_empty=io_utils.ReceiveEmpty.BLOCKING,
+        receive_not_empty=io_utils.ReceiveNotEmpty.FIFO,
+    )
+    tied = _components(plan) > 1
+    net = LavaNetwork({}, {}, {}, {})
+    mm = net.model_map
+    tie = None
+    if tied:
+        tie = Tie(name="tie")
+        mm[tie] = PyTieModel
+    for key, u in plan.units.items():
+        shape = u.lava_shape
+        if u.kind == "input":
+            _add_input_port(net, key, shape, fixed.frac_bits[key] if fx else None, tie, buffer_size, cfg)
+            continue
+        proc = _make_unit(u, plan, timesteps, fixed if fx else None, sparse_threshold, buffer_size, cfg,
+                          fast_models)
+        if u.kind == "output":
+            net.extractors[key] = proc
+            mm[proc] = PyLoihiExtractorModel
+        elif u.kind in _FAST_MODELS:
+            models = _FAST_MODELS if fast_models else _STOCK_MODELS
+            mm[proc] = models[u.kind][fx]
+        for p in u.preds:
+            _out_port(net.procs[p]).connect(_in_port(proc))
+        net.procs[key] = proc
+        if u.kind == "lif" and record_spikes:
+            ext = Extractor(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=f"{key}#spikes")
+            proc.s_out.connect(ext.in_port)
+            net.spike_extractors[key] = ext
+            mm[ext] = PyLoihiExtractorModel
+    net.run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fx else "floating_pt", exception_proc_model_map=mm)
+    net.anchor = next(iter(net.injectors.values()))
+    net.n_processes = len(mm)
+    return net
+
+
+def _check_network_args(mode: str, timesteps: int, fixed, fast_models: bool) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "fixed" and fixed is None:
@@ -123,71 +178,27 @@ def build_network(
             f"{wide[0]} has {fixed.convs[wide[0]].bits}-bit weights; Loihi 2 (and these Lava models) take "
             f"{MAX_WEIGHT_BITS} bits: wider weights run on the emulator backend only"
         )
-    fx = mode == "fixed"
-    cfg = io_utils.ChannelConfig(
-        send_full=io_utils.SendFull.BLOCKING,
-        receive_empty=io_utils.ReceiveEmpty.BLOCKING,
-        receive_not_empty=io_utils.ReceiveNotEmpty.FIFO,
+
+
+def _add_input_port(net: LavaNetwork, key: str, shape, frac_bits, tie, buffer_size: int, cfg) -> None:
+    """An input port: the host's Injector into a GradedRelay (which quantises in fixed point, frac_bits
+    given), started in step with the others by the Tie when the graph has several components."""
+    fx = frac_bits is not None
+    inj = Injector(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=key)
+    relay = GradedRelay(
+        shape=shape,
+        frac_bits=frac_bits,
+        quantize_input=fx,
+        tied=tie is not None,
+        name=f"{key}#port",
     )
-    tied = _components(plan) > 1
-    net = LavaNetwork({}, {}, {}, {})
-    mm = net.model_map
-    tie = None
-    if tied:
-        tie = Tie(name="tie")
-        mm[tie] = PyTieModel
-    for key, u in plan.units.items():
-        shape = u.lava_shape
-        if u.kind == "input":
-            inj = Injector(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=key)
-            relay = GradedRelay(
-                shape=shape,
-                frac_bits=fixed.frac_bits[key] if fx else None,
-                quantize_input=fx,
-                tied=tied,
-                name=f"{key}#port",
-            )
-            inj.out_port.connect(relay.a_in)
-            if tie is not None:
-                tie.s_out.connect(relay.tie)
-            net.injectors[key] = inj
-            mm[inj] = PyLoihiInjectorModel
-            mm[relay] = PyGradedRelayFixed if fx else PyGradedRelayFloat
-            net.procs[key] = relay
-            continue
-        proc = _make_unit(u, plan, timesteps, fixed if fx else None, sparse_threshold, buffer_size, cfg,
-                          fast_models)
-        if u.kind == "output":
-            net.extractors[key] = proc
-            mm[proc] = PyLoihiExtractorModel
-        elif u.kind == "conv":
-            mm[proc] = (
-                (FastConvModelFixed if fx else FastConvModelFloat)
-                if fast_models
-                else (PyConvModelFixed if fx else PyConvModelFloat)
-            )
-        elif u.kind == "lif":
-            mm[proc] = (
-                (FastLifResetModelBitAcc if fx else FastLifResetModelFloat)
-                if fast_models
-                else (PyLifResetModelBitAcc if fx else PyLifResetModelFloat)
-            )
-        elif u.kind == "relay":
-            mm[proc] = PyGradedRelayFixed if fx else PyGradedRelayFloat
-        elif u.kind == "delay":
-            mm[proc] = PyGradedDelayFixed if fx else PyGradedDelayFloat
-        for p in u.preds:
-            _out_port(net.procs[p]).connect(_in_port(proc))
-        net.procs[key] = proc
-        if u.kind == "lif" and record_spikes:
-            ext = Extractor(shape=shape, buffer_size=buffer_size, channel_config=cfg, name=f"{key}#spikes")
-            proc.s_out.connect(ext.in_port)
-            net.spike_extractors[key] = ext
-            mm[ext] = PyLoihiExtractorModel
-    net.run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fx else "floating_pt", exception_proc_model_map=mm)
-    net.anchor = next(iter(net.injectors.values()))
-    net.n_processes = len(mm)
-    return net
+    inj.out_port.connect(relay.a_in)
+    if tie is not None:
+        tie.s_out.connect(relay.tie)
+    net.injectors[key] = inj
+    net.model_map[inj] = PyLoihiInjectorModel
+    net.model_map[relay] = PyGradedRelayFixed if fx else PyGradedRelayFloat
+    net.procs[key] = relay
 
 
 def _make_unit(u: Unit, plan: Plan, timesteps: int, fixed, sparse_threshold: float, buffer_size: int, cfg,

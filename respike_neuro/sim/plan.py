@@ -190,20 +190,7 @@ def build_plan(graph, *, dt: float | None = None, feeds: dict[str, str] | None =
     meta = dict(getattr(g, "metadata", {}) or {})
     dt = dt if dt is not None else _scalar(meta.get("dt"))
     nodes = dict(g.nodes)
-    for key, node in nodes.items():
-        tname = type(node).__name__
-        if tname not in SUPPORTED_TYPES:
-            raise PlanError(
-                f"node {key!r} has unsupported NIR type {tname} (supported: {', '.join(SUPPORTED_TYPES)})"
-            )
-    preds: dict[str, list[str]] = {k: [] for k in nodes}
-    for src, dst in g.edges:
-        for end in (src, dst):
-            if end not in nodes:
-                raise PlanError(f"edge ({src!r} -> {dst!r}) names unknown node {end!r}")
-        if src in preds[dst]:
-            raise PlanError(f"duplicate edge {src!r} -> {dst!r}")
-        preds[dst].append(src)
+    preds = _sources(nodes, g.edges)
     inputs = [k for k, n in nodes.items() if type(n).__name__ == "Input"]
     outputs = [k for k, n in nodes.items() if type(n).__name__ == "Output"]
     if not inputs or not outputs:
@@ -223,41 +210,7 @@ def build_plan(graph, *, dt: float | None = None, feeds: dict[str, str] | None =
     beta_meta, theta_meta = _scalar(meta.get("beta")), _scalar(meta.get("theta"))
     units: dict[str, Unit] = {}
     for key in order:
-        node = nodes[key]
-        tname = type(node).__name__
-        ps = preds[key]
-        if tname == "Input":
-            shape = _port_shape(node.input_type, key, "input_type")
-            if shape is None or len(shape) != 3:
-                raise PlanError(f"Input node {key!r} must have a (C, H, W) shape, got {shape}")
-            units[key] = Unit(key, "input", shape, [], key, tname)
-            continue
-        if not ps:
-            raise PlanError(f"node {key!r} ({tname}) has no incoming edge")
-        in_shapes = {units[p].shape for p in ps}
-        if len(in_shapes) != 1:
-            raise PlanError(f"node {key!r} sums inputs of different shapes {sorted(in_shapes)} from {ps}")
-        in_shape = in_shapes.pop()
-        u = Unit(key, "", in_shape, list(ps), key, tname)
-        if tname in ("Conv2d", "AvgPool2d", "SumPool2d"):
-            _fill_conv(u, node, in_shape)
-        elif tname == "LIF":
-            _fill_lif(u, node, in_shape, dt, beta_meta, theta_meta)
-        elif tname == "Scale":
-            u.kind = "relay"
-            try:
-                u.scale = np.broadcast_to(np.asarray(node.scale, dtype=np.float64), in_shape).copy()
-            except ValueError:
-                raise PlanError(
-                    f"node {key!r}: scale of shape {np.shape(node.scale)} does not fit {in_shape}"
-                ) from None
-            u.bias = np.zeros(in_shape)
-        elif tname == "Output":
-            u.kind = "output"
-            want = _port_shape(node.output_type, key, "output_type")
-            if want is not None and tuple(want) != tuple(in_shape):
-                raise PlanError(f"Output node {key!r} declares shape {want} but receives {in_shape}")
-        units[key] = u
+        units[key] = _unit(key, nodes[key], preds[key], units, dt, beta_meta, theta_meta)
     for key in inputs:
         reach = _reachable(units, key)
         if not any(o in reach for o in outputs):
@@ -268,6 +221,61 @@ def build_plan(graph, *, dt: float | None = None, feeds: dict[str, str] | None =
     units = _absorb_biases(units)
     units = _match_delays(units, feeds)
     return Plan(units, inputs, outputs, feeds, meta, dt)
+
+
+def _sources(nodes: dict[str, Any], edges) -> dict[str, list[str]]:
+    """Each node's sources, after checking every node type is supported and every edge is sound."""
+    for key, node in nodes.items():
+        tname = type(node).__name__
+        if tname not in SUPPORTED_TYPES:
+            raise PlanError(
+                f"node {key!r} has unsupported NIR type {tname} (supported: {', '.join(SUPPORTED_TYPES)})"
+            )
+    preds: dict[str, list[str]] = {k: [] for k in nodes}
+    for src, dst in edges:
+        for end in (src, dst):
+            if end not in nodes:
+                raise PlanError(f"edge ({src!r} -> {dst!r}) names unknown node {end!r}")
+        if src in preds[dst]:
+            raise PlanError(f"duplicate edge {src!r} -> {dst!r}")
+        preds[dst].append(src)
+    return preds
+
+
+def _unit(key: str, node: Any, ps: list[str], units: dict[str, Unit], dt, beta_meta, theta_meta) -> Unit:
+    """The unit of one node, its sources' units already built (`units`)."""
+    tname = type(node).__name__
+    if tname == "Input":
+        shape = _port_shape(node.input_type, key, "input_type")
+        if shape is None or len(shape) != 3:
+            raise PlanError(f"Input node {key!r} must have a (C, H, W) shape, got {shape}")
+        return Unit(key, "input", shape, [], key, tname)
+    if not ps:
+        raise PlanError(f"node {key!r} ({tname}) has no incoming edge")
+    in_shapes = {units[p].shape for p in ps}
+    if len(in_shapes) != 1:
+        raise PlanError(f"node {key!r} sums inputs of different shapes {sorted(in_shapes)} from {ps}")
+    in_shape = in_shapes.pop()
+    u = Unit(key, "", in_shape, list(ps), key, tname)
+    if tname in ("Conv2d", "AvgPool2d", "SumPool2d"):
+        _fill_conv(u, node, in_shape)
+    elif tname == "LIF":
+        _fill_lif(u, node, in_shape, dt, beta_meta, theta_meta)
+    elif tname == "Scale":
+        u.kind = "relay"
+        try:
+            u.scale = np.broadcast_to(np.asarray(node.scale, dtype=np.float64), in_shape).copy()
+        except ValueError:
+            raise PlanError(
+                f"node {key!r}: scale of shape {np.shape(node.scale)} does not fit {in_shape}"
+            ) from None
+        u.bias = np.zeros(in_shape)
+    elif tname == "Output":
+        u.kind = "output"
+        want = _port_shape(node.output_type, key, "output_type")
+        if want is not None and tuple(want) != tuple(in_shape):
+            raise PlanError(f"Output node {key!r} declares shape {want} but receives {in_shape}")
+    return u
 
 
 def _reachable(units: dict[str, Unit], start: str) -> set[str]:

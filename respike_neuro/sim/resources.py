@@ -142,6 +142,26 @@ class ResourceReport:
                 return x
         raise KeyError(f"no node {name!r} in the report")
 
+    def traffic(self, sent: Mapping[str, int], got: Mapping[str, int]) -> dict[str, Any]:
+        """Host <-> chip traffic per logical timestep of a run, from the values each port carried
+        (`sent` into the chip, `got` out of it), at the simulation's float64 and at this report's
+        graded payload width, next to the report's own estimate."""
+        bits = self.graded_bits
+        v_in, v_out = sum(sent.values()), sum(got.values())
+        tot = self.totals
+        return {
+            "values_in_per_step": v_in,
+            "values_out_per_step": v_out,
+            "sim_bytes_per_step": 8 * (v_in + v_out),  # float64 arrays through Lava's channels
+            "loihi2_bytes_in_per_step": math.ceil(v_in * bits / 8),
+            "loihi2_bytes_out_per_step": math.ceil(v_out * bits / 8),
+            "graded_bits": bits,
+            "report_bytes_in_per_step": tot["host_in_bytes_per_step"],
+            "report_bytes_out_per_step": tot["host_out_bytes_per_step"],
+            "ports_in": dict(sent),
+            "ports_out": dict(got),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {"graded_bits": self.graded_bits, "weight_sharing": self.weight_sharing,
                 "limits": self.limits.to_dict(), "timesteps_per_segment": self.timesteps_per_segment,
@@ -288,6 +308,33 @@ def loihi2_report(graph: nir.NIRGraph, *, graded_bits: int = 16, weight_sharing:
     lava-dl's SDNN default is 16, Loihi 2 allows up to 24).  `weight_sharing` picks which weight-memory
     figure constrains the core count (see the module docstring for the model and its sources).
     """
+    limits = _check_report_args(graph, graded_bits, limits)
+    w = _Wiring.of(graph, graded_bits)
+    shapes, syn_per_edge, stored = _shapes(graph, w)
+    res = {k: NodeResources(k, w.kinds[k], shapes[k]) for k in graph.nodes}
+    for k, r in res.items():
+        _node_costs(r, w, shapes, syn_per_edge[k], stored[k], limits.weight_bits)
+    # neuro-cores per population: the neuron node plus the carrier-less synaptic nodes feeding it
+    for k, r in res.items():
+        if r.neurons == 0:
+            if w.kinds[k] in _SYNAPTIC_KINDS:
+                r.hosted_by = w.succ[k][0]
+            continue
+        members = [r] + [res[p] for p in w.preds[k] if w.kinds[p] in _SYNAPTIC_KINDS and not w.has_carrier(p)]
+        mem = sum(m.weight_bits_shared if weight_sharing else m.weight_bits_per_connection for m in members)
+        r.cores = max(1, math.ceil(r.neurons / limits.neurons_per_core),
+                      math.ceil(mem / limits.synaptic_bits_per_core))
+
+    steps = graph.metadata.get("timesteps_per_segment") if isinstance(graph.metadata, Mapping) else None
+    try:
+        steps = int(steps) if steps is not None else None
+    except (TypeError, ValueError):
+        steps = None
+    order = list(graph.nodes)
+    return ResourceReport([res[k] for k in order], int(graded_bits), bool(weight_sharing), limits, steps)
+
+
+def _check_report_args(graph: nir.NIRGraph, graded_bits: int, limits: Loihi2Limits | None) -> Loihi2Limits:
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"graph must be a nir.NIRGraph, got {type(graph).__name__}")
     if isinstance(graded_bits, bool) or not isinstance(graded_bits, (int, np.integer)):
@@ -304,88 +351,91 @@ def loihi2_report(graph: nir.NIRGraph, *, graded_bits: int = 16, weight_sharing:
         for end in (src, dst):
             if end not in graph.nodes:
                 raise ValueError(f"edge ({src!r}, {dst!r}) names unknown node {end!r}")
-    kinds = {k: _kind(k, v) for k, v in graph.nodes.items()}
-    preds: dict[str, list[str]] = {k: [] for k in graph.nodes}
-    succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
-    for src, dst in graph.edges:
-        if kinds[dst] == "input":
-            raise ValueError(f"edge ({src!r}, {dst!r}) points into Input port {dst!r}")
-        if kinds[src] == "output":
-            raise ValueError(f"edge ({src!r}, {dst!r}) leaves Output port {src!r}")
-        preds[dst].append(src)
-        succ[src].append(dst)
+    return limits
 
+
+@dataclass
+class _Wiring:
+    """Each node's kind, sources and consumers, and what width of message it sends."""
+
+    kinds: dict[str, str]
+    preds: dict[str, list[str]]
+    succ: dict[str, list[str]]
+    graded_bits: int
+
+    @classmethod
+    def of(cls, graph: nir.NIRGraph, graded_bits: int) -> _Wiring:
+        kinds = {k: _kind(k, v) for k, v in graph.nodes.items()}
+        preds: dict[str, list[str]] = {k: [] for k in graph.nodes}
+        succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
+        for src, dst in graph.edges:
+            if kinds[dst] == "input":
+                raise ValueError(f"edge ({src!r}, {dst!r}) points into Input port {dst!r}")
+            if kinds[src] == "output":
+                raise ValueError(f"edge ({src!r}, {dst!r}) leaves Output port {src!r}")
+            preds[dst].append(src)
+            succ[src].append(dst)
+        return cls(kinds, preds, succ, graded_bits)
+
+    def has_carrier(self, k: str) -> bool:
+        """A synaptic node needs carrier neurons unless its output lands in exactly one neuron node."""
+        succ = self.succ[k]
+        into_one_neuron_node = len(succ) == 1 and self.kinds[succ[0]] in _NEURON_KINDS
+        return self.kinds[k] in _SYNAPTIC_KINDS and not into_one_neuron_node
+
+    def out_bits(self, k: str) -> int:
+        """Message width a node (or the port/carrier behind it) sends."""
+        if self.kinds[k] == "lif":
+            return 1
+        if self.kinds[k] in ("junction", "input") or self.has_carrier(k):
+            return self.graded_bits
+        return 0
+
+
+def _shapes(graph: nir.NIRGraph, w: _Wiring):
+    """Per node, in topological order: output shape, synapses per incoming edge, weights stored."""
     shapes: dict[str, tuple[int, ...]] = {}
     syn_per_edge: dict[str, int] = {}
     stored: dict[str, int] = {}
     for k in _topological(graph):
-        if kinds[k] != "input":
-            if not preds[k]:
+        if w.kinds[k] != "input":
+            if not w.preds[k]:
                 raise ValueError(f"node {k!r} has no incoming edge")
-            in_shapes = {shapes[p] for p in preds[k]}
+            in_shapes = {shapes[p] for p in w.preds[k]}
             if len(in_shapes) != 1:
                 raise ValueError(f"node {k!r}: incoming edges disagree on shape "
-                                 f"{ {p: shapes[p] for p in preds[k]} }")
+                                 f"{ {p: shapes[p] for p in w.preds[k]} }")
             in_shape = in_shapes.pop()
         else:
             in_shape = None
-        shapes[k], syn_per_edge[k], stored[k] = _node_shape(k, kinds[k], graph.nodes[k], in_shape)
+        shapes[k], syn_per_edge[k], stored[k] = _node_shape(k, w.kinds[k], graph.nodes[k], in_shape)
+    return shapes, syn_per_edge, stored
 
-    # a synaptic node needs carrier neurons unless its output lands in exactly one neuron node
-    def has_carrier(k: str) -> bool:
-        return kinds[k] in _SYNAPTIC_KINDS and not (len(succ[k]) == 1 and kinds[succ[k][0]] in _NEURON_KINDS)
 
-    def out_bits(k: str) -> int:  # message width a node (or the port/carrier behind it) sends
-        if kinds[k] == "lif":
-            return 1
-        if kinds[k] in ("junction", "input") or has_carrier(k):
-            return graded_bits
-        return 0
-
-    wb = limits.weight_bits
-    res = {k: NodeResources(k, kinds[k], shapes[k]) for k in graph.nodes}
-    for k, r in res.items():
-        n = int(np.prod(shapes[k]))
-        kind = kinds[k]
-        if kind == "lif":
-            r.lif_neurons = n
-        elif kind == "junction" or has_carrier(k):
-            r.graded_neurons = n
-        r.out_msg_bits = out_bits(k)
-        if kind in _SYNAPTIC_KINDS:
-            r.synapses = syn_per_edge[k] * len(preds[k])
-            r.stored_weights = stored[k]
-            r.in_msg_bits = max(out_bits(p) for p in preds[k])
-        elif kind in _NEURON_KINDS:
-            # one-to-one connections from neurons / ports / carriers (a carrier-less synaptic
-            # predecessor's own synapses already terminate here)
-            direct = [p for p in preds[k] if out_bits(p) > 0]
-            r.synapses = n * len(direct)
-            r.stored_weights = shapes[k][0] * len(direct)  # one depthwise weight per channel
-            r.in_msg_bits = max((out_bits(p) for p in direct), default=0)
-        elif kind == "input":
-            r.host_in_bytes = math.ceil(n * graded_bits / 8)
-        elif kind == "output":
-            r.in_msg_bits = out_bits(preds[k][0])
-            r.host_out_bytes = math.ceil(n * r.in_msg_bits / 8)
-        r.weight_bits_shared = r.stored_weights * wb
-        r.weight_bits_per_connection = r.synapses * wb
-
-    # neuro-cores per population: the neuron node plus the carrier-less synaptic nodes feeding it
-    for k, r in res.items():
-        if r.neurons == 0:
-            if kinds[k] in _SYNAPTIC_KINDS:
-                r.hosted_by = succ[k][0]
-            continue
-        members = [r] + [res[p] for p in preds[k] if kinds[p] in _SYNAPTIC_KINDS and not has_carrier(p)]
-        mem = sum(m.weight_bits_shared if weight_sharing else m.weight_bits_per_connection for m in members)
-        r.cores = max(1, math.ceil(r.neurons / limits.neurons_per_core),
-                      math.ceil(mem / limits.synaptic_bits_per_core))
-
-    steps = graph.metadata.get("timesteps_per_segment") if isinstance(graph.metadata, Mapping) else None
-    try:
-        steps = int(steps) if steps is not None else None
-    except (TypeError, ValueError):
-        steps = None
-    order = list(graph.nodes)
-    return ResourceReport([res[k] for k in order], int(graded_bits), bool(weight_sharing), limits, steps)
+def _node_costs(r: NodeResources, w: _Wiring, shapes, syn_per_edge: int, stored: int, wb: int) -> None:
+    """Neurons, synapses, stored weights, message widths and host bytes of one node."""
+    k, kind = r.name, r.kind
+    n = int(np.prod(shapes[k]))
+    if kind == "lif":
+        r.lif_neurons = n
+    elif kind == "junction" or w.has_carrier(k):
+        r.graded_neurons = n
+    r.out_msg_bits = w.out_bits(k)
+    if kind in _SYNAPTIC_KINDS:
+        r.synapses = syn_per_edge * len(w.preds[k])
+        r.stored_weights = stored
+        r.in_msg_bits = max(w.out_bits(p) for p in w.preds[k])
+    elif kind in _NEURON_KINDS:
+        # one-to-one connections from neurons / ports / carriers (a carrier-less synaptic
+        # predecessor's own synapses already terminate here)
+        direct = [p for p in w.preds[k] if w.out_bits(p) > 0]
+        r.synapses = n * len(direct)
+        r.stored_weights = shapes[k][0] * len(direct)  # one depthwise weight per channel
+        r.in_msg_bits = max((w.out_bits(p) for p in direct), default=0)
+    elif kind == "input":
+        r.host_in_bytes = math.ceil(n * w.graded_bits / 8)
+    elif kind == "output":
+        r.in_msg_bits = w.out_bits(w.preds[k][0])
+        r.host_out_bytes = math.ceil(n * r.in_msg_bits / 8)
+    r.weight_bits_shared = r.stored_weights * wb
+    r.weight_bits_per_connection = r.synapses * wb

@@ -28,7 +28,6 @@ about 3x faster on small models (no inter-process messaging), for evaluating a q
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable
@@ -37,18 +36,32 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from respike_neuro.graph import stage_of
-from respike_neuro.sim import lifecycle
+from respike_neuro.sim import channels, lifecycle
+from respike_neuro.sim.backends import (
+    BACKENDS,
+    BackendUnavailable,
+    check_backend,
+    loihi2_backend_available,
+    loihi2_run_cfg,
+)
+from respike_neuro.sim.executor import run_plan
+from respike_neuro.sim.fixed_point import pinned_frac_bits, pinned_weight_bits, plan_fixed_point
 from respike_neuro.sim.kernels import from_lava, to_lava
 from respike_neuro.sim.loihi import MAX_WEIGHT_BITS
 from respike_neuro.sim.mapping import MODES, build_network
 from respike_neuro.sim.plan import Plan, build_plan
 
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "HostFn",
+    "LavaSpikingBranch",
+    "SegmentResult",
+    "describe_quantization",
+    "loihi2_backend_available",
+]
+
 HostFn = Callable[[int, int, np.ndarray], np.ndarray]
-BACKENDS = ("cpu", "loihi2", "emulator")
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested Lava backend is not installed."""
 
 
 @dataclass
@@ -74,27 +87,6 @@ def describe_quantization(q: dict) -> str:
         else f"run on the {q.get('engine', 'emulator')} backend (no Lava)"
     )
     return f"saturated values {q['saturated_total']}; {check}"
-
-
-def loihi2_backend_available() -> bool:
-    """True when Intel's lava-loihi extension (NeuroCore process models, Loihi 2 compiler) is importable."""
-    try:
-        from lava.utils import loihi
-
-        return loihi.is_installed() and loihi.is_installed("lava.magma.core.model.nc")
-    except Exception:
-        return False
-
-
-def _loihi2_run_cfg(net):
-    """Loihi2HwCfg: NeuroCore models for Conv/LIFReset (lava-loihi), host-side models for the host ports
-    and the graded helper processes (they have no NeuroCore model in public Lava)."""
-    from lava.magma.core.run_configs import Loihi2HwCfg
-    from lava.proc.conv.process import Conv
-    from lava.proc.lif.process import LIFReset
-
-    keep = {p: m for p, m in net.model_map.items() if not isinstance(p, (Conv, LIFReset))}
-    return Loihi2HwCfg(select_tag="fixed_pt", exception_proc_model_map=keep)
 
 
 class LavaSpikingBranch(lifecycle.ClosedOnExit):
@@ -133,13 +125,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "loihi2" and not loihi2_backend_available():
-            raise BackendUnavailable(
-                "backend 'loihi2' needs Intel's proprietary Lava Loihi extension (lava-loihi) "
-                "and a Loihi 2 system; it is not installed here. Use backend='cpu'."
-            )
+        check_backend(backend, mode)
         self.plan: Plan = build_plan(graph, dt=dt, feeds=feeds)
         t_meta = self.plan.metadata.get("timesteps_per_segment")
         if timesteps is None and t_meta is not None:
@@ -158,20 +144,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
         self.fixed = None
         self.weight_bits = MAX_WEIGHT_BITS
         if mode == "fixed":
-            from respike_neuro.sim.fixed_point import pinned_frac_bits, pinned_weight_bits, plan_fixed_point
-
-            # a quantisation-aware model: formats (and unless overridden, weight width) are its own
-            pinned = pinned_frac_bits(self.plan.metadata)
-            if weight_bits is None:
-                weight_bits = pinned_weight_bits(self.plan.metadata) or MAX_WEIGHT_BITS
-            self.weight_bits = int(weight_bits)
-            self.fixed = plan_fixed_point(
-                self.plan,
-                self.timesteps,
-                calibration=None if pinned else calibration,
-                weight_bits=self.weight_bits,
-                frac_bits=pinned,
-            )
+            self._plan_fixed_point(weight_bits, calibration)
         self.net = (
             None
             if backend == "emulator"
@@ -186,9 +159,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
             )
         )
         if backend == "loihi2":
-            if mode != "fixed":
-                raise ValueError("backend 'loihi2' runs fixed point only: use mode='fixed'")
-            self.net.run_cfg = _loihi2_run_cfg(self.net)
+            self.net.run_cfg = loihi2_run_cfg(self.net)
         self._started = False
         self._ran = False  # a run was issued: Lava's clean stop() only returns after one
         self._closed = False
@@ -196,6 +167,20 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
         self._holds_signals = False  # this runtime counts in lifecycle's SIGTERM handling
         self._startup: lifecycle.Deferred | None = None  # what this runtime's start-up forked
         self.startup_s = 0.0
+
+    def _plan_fixed_point(self, weight_bits: int | None, calibration: dict[str, np.ndarray] | None) -> None:
+        # a quantisation-aware model: formats (and unless overridden, weight width) are its own
+        pinned = pinned_frac_bits(self.plan.metadata)
+        if weight_bits is None:
+            weight_bits = pinned_weight_bits(self.plan.metadata) or MAX_WEIGHT_BITS
+        self.weight_bits = int(weight_bits)
+        self.fixed = plan_fixed_point(
+            self.plan,
+            self.timesteps,
+            calibration=None if pinned else calibration,
+            weight_bits=self.weight_bits,
+            frac_bits=pinned,
+        )
 
     @property
     def n_processes(self) -> int:
@@ -264,51 +249,9 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
         self.start()
         self._ran = True
         steps = self.steps_for(int(n_segments))
-        plan = self.plan
-        lat = {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}
-        outs = {o: np.zeros((n_log,) + plan.units[o].shape) for o in plan.outputs}
-        spikes = {k: np.zeros((n_log,) + plan.units[k].shape, dtype=bool) for k in self.net.spike_extractors}
-        host_in = {i: np.zeros((n_log,) + plan.units[i].shape) for i in plan.feeds if i not in data}
-        order = [k for k in plan.units if k in lat]
-        feeds_from = {o: i for i, o in plan.feeds.items() if i in host_in}
-        pending: dict[str, np.ndarray] = {}
-        zeros = {p: np.zeros(plan.units[p].lava_shape) for p in plan.inputs}
         t0 = time.perf_counter()
-        anchor = self.net.anchor
-        from lava.magma.core.run_conditions import RunSteps
-
-        host_s = 0.0
         try:
-            anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self.net.run_cfg)
-            for n in range(steps):
-                for port in order:
-                    t = n - lat[port]
-                    valid = 0 <= t < n_log
-                    if port in self.net.injectors:
-                        if port in host_in:
-                            x = pending.pop(port, None)
-                            msg = zeros[port] if x is None else x
-                        else:
-                            msg = to_lava(data[port][t]) if valid else zeros[port]
-                        self._send(self.net.injectors[port], msg)
-                    else:
-                        y = self._recv(self.net.extractors[port])
-                        y = self._decode(port, y)
-                        if valid:
-                            outs[port][t] = from_lava(y)
-                        tgt = feeds_from.get(port)
-                        if tgt is not None and valid and host is not None:
-                            h0 = time.perf_counter()
-                            x = self._call_host(host, port, t, outs[port][t], tgt)
-                            host_s += time.perf_counter() - h0
-                            host_in[tgt][t] = x
-                            pending[tgt] = to_lava(x)
-                for k, ext in self.net.spike_extractors.items():
-                    s = self._recv(ext)
-                    t = n - plan.units[k].latency
-                    if 0 <= t < n_log:
-                        spikes[k][t] = from_lava(s) > 0
-            anchor.wait()
+            outs, spikes, host_in, host_s = self._step_through(data, host, n_log, steps)
         except BaseException:
             self._abort()
             raise
@@ -321,15 +264,60 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
             "startup_s": self.startup_s,
             "n_processes": float(self.n_processes),
         }
-        res = SegmentResult(outs, spikes, host_in, {p: lat[p] for p in lat}, timings)
+        res = SegmentResult(outs, spikes, host_in, self.port_latency, timings)
         if self.fixed is not None:
             res.quantization = self._shadow(data, res)
         return res
 
+    def _step_through(self, data: dict[str, np.ndarray], host: HostFn | None, n_log: int, steps: int):
+        """Run `steps` Lava steps, walking the ports in topological order each step (module docstring);
+        returns outputs, spikes, host-fed inputs per logical step and the seconds spent in `host`."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        plan = self.plan
+        lat = self.port_latency
+        outs = {o: np.zeros((n_log,) + plan.units[o].shape) for o in plan.outputs}
+        spikes = {k: np.zeros((n_log,) + plan.units[k].shape, dtype=bool) for k in self.net.spike_extractors}
+        host_in = {i: np.zeros((n_log,) + plan.units[i].shape) for i in plan.feeds if i not in data}
+        order = [k for k in plan.units if k in lat]
+        feeds_from = {o: i for i, o in plan.feeds.items() if i in host_in}
+        pending: dict[str, np.ndarray] = {}
+        zeros = {p: np.zeros(plan.units[p].lava_shape) for p in plan.inputs}
+        host_s = 0.0
+        anchor = self.net.anchor
+        anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self.net.run_cfg)
+        for n in range(steps):
+            for port in order:
+                t = n - lat[port]
+                valid = 0 <= t < n_log
+                if port in self.net.injectors:
+                    if port in host_in:
+                        x = pending.pop(port, None)
+                        msg = zeros[port] if x is None else x
+                    else:
+                        msg = to_lava(data[port][t]) if valid else zeros[port]
+                    channels.send(self.net.injectors[port], msg, self.step_timeout)
+                    continue
+                y = self._decode(port, self._recv(self.net.extractors[port]))
+                if valid:
+                    outs[port][t] = from_lava(y)
+                tgt = feeds_from.get(port)
+                if tgt is not None and valid and host is not None:
+                    h0 = time.perf_counter()
+                    x = self._call_host(host, port, t, outs[port][t], tgt)
+                    host_s += time.perf_counter() - h0
+                    host_in[tgt][t] = x
+                    pending[tgt] = to_lava(x)
+            for k, ext in self.net.spike_extractors.items():
+                s = self._recv(ext)
+                t = n - plan.units[k].latency
+                if 0 <= t < n_log:
+                    spikes[k][t] = from_lava(s) > 0
+        anchor.wait()
+        return outs, spikes, host_in, host_s
+
     def _emulate(self, data: dict[str, np.ndarray], host: HostFn | None) -> SegmentResult:
         """The "emulator" backend: the whole call in the numpy executor, no Lava processes."""
-        from respike_neuro.sim.executor import run_plan
-
         plan = self.plan
         target = {src: port for port, src in plan.feeds.items()}
         host_s = 0.0
@@ -354,8 +342,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
             "startup_s": 0.0,
             "n_processes": 0.0,
         }
-        lat = {p: plan.port_latency(p) for p in plan.inputs + plan.outputs}
-        res = SegmentResult(em.outputs, em.spikes, em.host_inputs, lat, timings)
+        res = SegmentResult(em.outputs, em.spikes, em.host_inputs, self.port_latency, timings)
         if self.fixed is not None:
             res.quantization = {
                 "saturation": em.saturation,
@@ -367,8 +354,6 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
     def _shadow(self, data: dict[str, np.ndarray], res: SegmentResult) -> dict:
         """Re-run the call in the numpy fixed-point emulator (same integer rules as the Lava models) to
         count saturations, which Lava's stock LIF model cannot report, and check the two agree."""
-        from respike_neuro.sim.executor import run_plan
-
         inputs = dict(data)
         inputs.update(res.host_inputs)
         em = run_plan(self.plan, inputs, self.timesteps, fixed=self.fixed)
@@ -426,45 +411,11 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
         src = self.plan.units[port].preds[0]
         return np.asarray(y, dtype=np.float64) / 2.0 ** self.fixed.frac_bits[src]
 
-    # ------------------------------------------------------------------- channel I/O with timeouts
-    def _send(self, inj, msg: np.ndarray) -> None:
-        port = inj.in_port.external_pipe_csp_send_port
-        deadline = time.monotonic() + self.step_timeout
-        while not port.probe():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Lava did not accept input for {inj.name!r} within {self.step_timeout} s")
-            time.sleep(2e-4)
-        inj.send(msg)
-
     def _recv(self, ext) -> np.ndarray:
-        port = ext.out_port.external_pipe_csp_recv_port
-        q = port._queue
-        deadline = time.monotonic() + self.step_timeout
-        while True:
-            with q.not_empty:
-                wait = min(0.5, max(deadline - time.monotonic(), 0.0))
-                ok = q.not_empty.wait_for(lambda: q._qsize() > 0, timeout=wait)
-            if ok:
-                return port.recv()
-            self._check_children()
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"no output from {ext.name!r} within {self.step_timeout} s (Lava step stuck)"
-                )
+        def check() -> None:
+            lifecycle.raise_if_a_process_died(self._runtime())
 
-    def _check_children(self) -> None:
-        """A ProcessModel that raised leaves its OS process dead while the others wait: report it."""
-        rt = self._runtime()
-        infra = getattr(rt, "_messaging_infrastructure", None)
-        for a in list(getattr(infra, "actors", []) or []):
-            try:
-                dead = not a.is_alive()
-            except ValueError:  # already closed
-                continue
-            if dead:
-                exc = a.exception
-                detail = f": {exc[0]!r}" if exc else ""
-                raise RuntimeError(f"a Lava process ({a.name}) died during the run{detail}")
+        return channels.recv(ext, self.step_timeout, check)
 
     # --------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -513,52 +464,7 @@ class LavaSpikingBranch(lifecycle.ClosedOnExit):
             self._holds_signals = False
             lifecycle.release_lifetime()
 
-    @staticmethod
-    def _kill(rt, startup: lifecycle.Deferred | None = None) -> None:
-        """Terminate Lava's processes, shut its shared-memory manager down (it unlinks the /dev/shm
-        segments), unlink any segment it could not, and reap every child the start-up forked (a child
-        forked but not yet registered with Lava would make multiprocessing's exit handler wait forever)."""
-        infra = getattr(rt, "_messaging_infrastructure", None)
-        actors = list(getattr(infra, "actors", []) or [])
-        for a in actors:  # SIGKILL: they ignore SIGTERM (lifecycle.py) and hold nothing worth flushing
-            try:
-                if a.is_alive():
-                    a.kill()
-            except Exception:
-                pass
-        for a in actors:  # reap them (Lava's SystemProcess.join takes no timeout: use Process.join)
-            try:
-                mp.Process.join(a, 5)
-            except Exception:
-                pass
-        smm = getattr(infra, "smm", None)
-        handles = list(getattr(smm, "_shared_memory_handles", []) or [])
-        if smm is not None:
-            try:
-                smm.shutdown()
-            except Exception:
-                pass
-        for h in handles:  # a manager that died first (or never answered) unlinked nothing
-            try:
-                h.unlink()
-            except Exception:
-                pass
-        for p in startup.children if startup is not None else ():
-            try:
-                if p.is_alive():
-                    p.kill()
-                mp.Process.join(p, 5)
-            except Exception:
-                pass
-        for pid in startup.stray_pids if startup is not None else ():
-            lifecycle.kill_and_reap(pid)
-        if rt is None:
-            return
-        try:
-            rt._is_started = False
-            rt._is_running = False
-        except Exception:
-            pass
+    _kill = staticmethod(lifecycle.kill_runtime)  # (rt, startup): the teardown of every way out
 
     def close(self) -> None:
         """Stop the Lava runtime (idempotent); terminates its processes if a clean stop hangs."""

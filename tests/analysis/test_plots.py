@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from respike_neuro.analysis import plots
+from respike_neuro.analysis import attention, plots
 from respike_neuro.analysis.energy import energy_breakdown
 from respike_neuro.analysis.ops import count_ops
 from respike_neuro.config import small
@@ -91,7 +91,7 @@ def test_cross_attention_maps_are_the_weights_the_model_used(model, tmp_path):
 
     handle = attn.register_forward_hook(hook)
     try:
-        res = plots.cross_attention_maps(model, clips, stage=-1)
+        res = attention.cross_attention_maps(model, clips, stage=-1)
     finally:
         handle.remove()
     b, n, t = 2, CFG.segments, CFG.stride - 1
@@ -106,21 +106,21 @@ def test_cross_attention_maps_are_the_weights_the_model_used(model, tmp_path):
     np.testing.assert_allclose(res["logits"], model(clips).detach().numpy(), rtol=1e-5, atol=1e-6)
 
     frames = np.random.default_rng(0).random((b, 3, CFG.resolution, CFG.resolution))
-    plots.plot_attention(frames, res["maps"][:, 0].mean(1), query_grid=res["query_grid"],
+    attention.plot_attention(frames, res["maps"][:, 0].mean(1), query_grid=res["query_grid"],
                          context_grid=res["context_grid"], path=tmp_path / "att.png")
     _png(tmp_path / "att.png")
     with pytest.raises(ValueError, match="maps must be"):
-        plots.plot_attention(frames, res["maps"][:, 0, 0, :1], query_grid=res["query_grid"],
+        attention.plot_attention(frames, res["maps"][:, 0, 0, :1], query_grid=res["query_grid"],
                              context_grid=res["context_grid"])
     with pytest.raises(ValueError, match="out of range"):
-        plots.cross_attention_maps(model, clips, stage=4)
+        attention.cross_attention_maps(model, clips, stage=4)
 
 
 def test_upsample_map_keeps_a_constant_and_resizes():
-    up = plots.upsample_map(np.full(4, 0.25), (2, 2), 64)
+    up = attention.upsample_map(np.full(4, 0.25), (2, 2), 64)
     assert up.shape == (64, 64)
     np.testing.assert_allclose(up, 0.25)
-    peak = plots.upsample_map(np.array([1.0, 0, 0, 0]), (2, 2), 64)
+    peak = attention.upsample_map(np.array([1.0, 0, 0, 0]), (2, 2), 64)
     assert peak[:16, :16].mean() > peak[-16:, -16:].mean()
 
 

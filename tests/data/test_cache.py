@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -11,14 +10,9 @@ import torch
 
 from respike_neuro.data.cache import FrameCache, main
 from respike_neuro.data.ucf101 import UCF101
-from respike_neuro.data.video import VideoDataWarning, VideoDecodeError, VideoReader
+from respike_neuro.data.video import VideoDecodeError, VideoReader
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VideoDataWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_video_warnings")
 
 
 def test_frames_are_decoded_once_and_memory_mapped(tmp_path, vf):

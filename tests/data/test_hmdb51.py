@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -11,12 +9,7 @@ from respike_neuro.data.hmdb51 import HMDB51, hmdb51_records, source_of
 from respike_neuro.data.registry import build_dataset
 from respike_neuro.data.video import VideoDataWarning
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VideoDataWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_video_warnings")
 
 
 def names(records):

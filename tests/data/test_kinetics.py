@@ -10,14 +10,8 @@ import torch
 from respike_neuro.data.clips import split_key_residual
 from respike_neuro.data.kinetics import Kinetics400, clip_name, kinetics_records, read_annotations
 from respike_neuro.data.registry import build_dataset
-from respike_neuro.data.video import VideoDataWarning
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VideoDataWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_video_warnings")
 
 
 def test_annotations_parse_quoted_labels_and_clip_names(kinetics_root, vf):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -11,14 +10,8 @@ import torch
 
 from respike_neuro.data.registry import build_dataset
 from respike_neuro.data.ucf101 import UCF101, group_of, read_class_index, ucf101_records
-from respike_neuro.data.video import VideoDataWarning
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VideoDataWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_video_warnings")
 
 
 def groups(records):

@@ -8,6 +8,7 @@ import nir
 import numpy as np
 import pytest
 import torch
+from respike_tests_helpers import conv2d_node
 from torch import nn
 
 from respike_neuro.config import small
@@ -16,6 +17,16 @@ from respike_neuro.export.fold import UnsupportedLayerError, fold_conv_bn
 from respike_neuro.export.nir_graph import build_nir_graph, lif_keys, summarize
 from respike_neuro.export.trace import record_snn_io
 from respike_neuro.models.hybrid import build_model
+
+
+def port_shapes(g: nir.NIRGraph, kind: type) -> dict[str, tuple[int, ...]]:
+    """Declared shape of every Input (kind nir.Input) or Output (nir.Output) port."""
+    port = "input" if kind is nir.Input else "output"
+    return {
+        k: tuple(int(v) for v in (n.input_type if kind is nir.Input else n.output_type)[port])
+        for k, n in g.nodes.items()
+        if isinstance(n, kind)
+    }
 
 
 def make_model(architecture: str = "hybrid", **changes) -> nn.Module:
@@ -61,22 +72,13 @@ def test_hybrid_graph_nodes_edges_ports():
     assert not any(dst.startswith("layer2") for src, dst in edges if src.startswith("layer1"))
     # downsample block: conv2 and shortcut conv are summed in the junction
     assert {("layer2.0.conv2", "layer2.0.out"), ("layer2.0.shortcut.conv", "layer2.0.out")} <= edges
-    shapes = {
-        k: tuple(int(v) for v in n.input_type["input"])
-        for k, n in g.nodes.items()
-        if isinstance(n, nir.Input)
-    }
-    assert shapes == {
+    assert port_shapes(g, nir.Input) == {
         "residual_in": (3, 64, 64),
         "stage2_in": (8, 16, 16),
         "stage3_in": (16, 8, 8),
         "stage4_in": (32, 4, 4),
     }
-    outs = {
-        k: tuple(int(v) for v in n.output_type["output"])
-        for k, n in g.nodes.items()
-        if isinstance(n, nir.Output)
-    }
+    outs = port_shapes(g, nir.Output)
     assert outs == {
         "stage1_out": (8, 16, 16),
         "stage2_out": (16, 8, 8),
@@ -173,15 +175,7 @@ def test_summary_counts():
     one = nir.NIRGraph(
         nodes={
             "i": nir.Input(input_type={"input": np.array([2, 4, 4])}),
-            "c": nir.Conv2d(
-                input_shape=(4, 4),
-                weight=np.ones((5, 2, 3, 3)),
-                stride=1,
-                padding=1,
-                dilation=1,
-                groups=1,
-                bias=np.zeros(5),
-            ),
+            "c": conv2d_node(np.ones((5, 2, 3, 3)), np.zeros(5), padding=1),
             "o": nir.Output(output_type={"output": np.array([5, 4, 4])}),
         },
         edges=[("i", "c"), ("c", "o")],

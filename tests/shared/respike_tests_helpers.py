@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import nir
 import torch
 from torch import nn
 
@@ -46,3 +47,16 @@ class AuthorsATan(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad / (1.0 + (math.pi * x) ** 2)
+
+
+def conv2d_node(weight, bias, *, padding: int = 0, stride: int = 1, input_shape=(4, 4)) -> nir.Conv2d:
+    """An undilated, ungrouped NIR Conv2d."""
+    return nir.Conv2d(
+        input_shape=input_shape,
+        weight=weight,
+        stride=stride,
+        padding=padding,
+        dilation=1,
+        groups=1,
+        bias=bias,
+    )

@@ -3,6 +3,7 @@
 import nir
 import numpy as np
 import pytest
+from respike_tests_helpers import conv2d_node
 
 from respike_neuro.sim.demo_graphs import build_contract_graph
 from respike_neuro.sim.plan import PlanError, build_plan
@@ -48,15 +49,7 @@ def test_conv_feeding_an_output_gets_a_bias_relay():
     g = nir.NIRGraph(
         nodes={
             "in": nir.Input(input_type={"input": np.array([2, 4, 4])}),
-            "c": nir.Conv2d(
-                input_shape=(4, 4),
-                weight=np.ones((3, 2, 1, 1)),
-                stride=1,
-                padding=0,
-                dilation=1,
-                groups=1,
-                bias=np.array([1.0, 2.0, 3.0]),
-            ),
+            "c": conv2d_node(np.ones((3, 2, 1, 1)), np.array([1.0, 2.0, 3.0])),
             "out": nir.Output(output_type={"output": np.array([3, 4, 4])}),
         },
         edges=[("in", "c"), ("c", "out")],

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from respike_neuro.sim import import_lava_runtime
+from respike_neuro.sim.lifecycle import import_lava_runtime
 
 import_lava_runtime()
 

@@ -5,6 +5,7 @@ import json
 import nir
 import numpy as np
 import pytest
+from respike_tests_helpers import conv2d_node
 
 from respike_neuro.sim.resources import Loihi2Limits, loihi2_report
 
@@ -17,15 +18,8 @@ def lif(shape):
 
 
 def conv(c_in, c_out, k, stride=1, pad=1, hw=None):
-    return nir.Conv2d(
-        input_shape=hw,
-        weight=np.ones((c_out, c_in, k, k)) * 0.1,
-        stride=stride,
-        padding=pad,
-        dilation=1,
-        groups=1,
-        bias=np.zeros(c_out),
-    )
+    return conv2d_node(np.ones((c_out, c_in, k, k)) * 0.1, np.zeros(c_out), padding=pad, stride=stride,
+                       input_shape=hw)
 
 
 def tiny_graph(steps=3):

@@ -27,6 +27,18 @@ from respike_neuro.sim.procs.processes import GradedDelay, GradedRelay, Tie
 SPARSE_THRESHOLD_KEY = "respike_sparse_threshold"
 
 
+def _cpu_model(proc, *tags: str):
+    """Register the decorated class as a ProcessModel of `proc` on Lava's CPU backend (Loihi protocol),
+    with `tags` (Lava's tag decorator extends a parent's tags)."""
+
+    def register(cls):
+        if tags:
+            cls = tag(*tags)(cls)
+        return implements(proc=proc, protocol=LoihiProtocol)(requires(CPU)(cls))
+
+    return register
+
+
 def _limit_blas_threads() -> None:
     """Each Lava ProcessModel is its own OS process: one BLAS thread each avoids oversubscription."""
     try:
@@ -37,9 +49,7 @@ def _limit_blas_threads() -> None:
         pass
 
 
-@implements(proc=GradedRelay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@_cpu_model(GradedRelay, "floating_pt")
 class PyGradedRelayFloat(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     tie: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -58,9 +68,7 @@ class PyGradedRelayFloat(PyLoihiProcessModel):
         self.s_out.send(self.scale * (self.a_in.recv() + self.bias))
 
 
-@implements(proc=GradedRelay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
+@_cpu_model(GradedRelay, "fixed_pt")
 class PyGradedRelayFixed(PyLoihiProcessModel):
     """Integer relay: s_out = sat_bits(a_in + bias); scale must be one (checked by the mapper)."""
 
@@ -104,26 +112,21 @@ class _AbstractDelayModel(PyLoihiProcessModel):
         self.s_out.send(out)
 
 
-@implements(proc=GradedDelay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@_cpu_model(GradedDelay, "floating_pt")
 class PyGradedDelayFloat(_AbstractDelayModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     buffer: np.ndarray = LavaPyType(np.ndarray, float)
 
 
-@implements(proc=GradedDelay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
+@_cpu_model(GradedDelay, "fixed_pt")
 class PyGradedDelayFixed(_AbstractDelayModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     buffer: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
 
-@implements(proc=Tie, protocol=LoihiProtocol)
-@requires(CPU)
+@_cpu_model(Tie)
 class PyTieModel(PyLoihiProcessModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
 
@@ -164,9 +167,7 @@ class _AbstractFastConv(PyLoihiProcessModel):
         return self._kernel
 
 
-@implements(proc=Conv, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt", "respike_fast")
+@_cpu_model(Conv, "floating_pt", "respike_fast")
 class FastConvModelFloat(_AbstractFastConv):
     """Float Conv: im2col GEMM, or spike scatter for sparse binary input."""
 
@@ -182,9 +183,7 @@ class FastConvModelFloat(_AbstractFastConv):
         self.a_buf = kernel(s_in, binary=self._binary)
 
 
-@implements(proc=Conv, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt", "respike_fast")
+@_cpu_model(Conv, "fixed_pt", "respike_fast")
 class FastConvModelFixed(_AbstractFastConv):
     """Fixed-point Conv: integer accumulation of 8-bit mantissas, shifted by weight_exp (as Lava's
     bit-accurate Dense does; Lava's stock fixed Conv ignores weight_exp), saturated to 24 bits."""
@@ -202,9 +201,7 @@ class FastConvModelFixed(_AbstractFastConv):
                                    dtype=np.int32)
 
 
-@implements(proc=LIFReset, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("respike_fast")  # added to the stock model's tags (Lava's tag decorator extends a parent's)
+@_cpu_model(LIFReset, "respike_fast")  # added to the stock model's tags
 class FastLifResetModelFloat(PyLifResetModelFloat):
     """Lava's float LIFReset arithmetic, the same IEEE operations in the same order, done in place
     (sim/loihi.py's `lif_float_step`): the stock model allocates four state-sized temporaries per step,
@@ -218,9 +215,7 @@ class FastLifResetModelFloat(PyLifResetModelFloat):
         self.s_out.send(lif_float_step(self.u, self.v, a_in, self.du, self.dv, self.bias_mant, self.vth))
 
 
-@implements(proc=LIFReset, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("respike_fast")
+@_cpu_model(LIFReset, "respike_fast")
 class FastLifResetModelBitAcc(PyLifResetModelBitAcc):
     """Bit-identical to Lava's PyLifResetModelBitAcc with a third of its state-sized passes: the step is
     sim/loihi.py's `lif_fixed_step` (exact float64 decays, wrap and clip only when out of range), and the
