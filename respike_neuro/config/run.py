@@ -260,11 +260,8 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 
-def _from_dict(cls: type, values: Any, section: str, source: str) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: section '{section}' must be a mapping, got {type(values).__name__}")
+def _coerced_kwargs(cls: type, values: dict[str, Any], section: str, source: str) -> dict[str, Any]:
+    """`values` checked against the fields of `cls` (unknown keys named) and coerced to their types."""
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
@@ -272,7 +269,15 @@ def _from_dict(cls: type, values: Any, section: str, source: str) -> Any:
         raise ConfigError(
             f"{source}: unknown key(s) {[f'{section}.{k}' for k in unknown]}; known {section} keys: {known}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}", source) for k, v in values.items()}
+    return {k: _coerce(v, hints[k], f"{section}.{k}", source) for k, v in values.items()}
+
+
+def _from_dict(cls: type, values: Any, section: str, source: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{section}' must be a mapping, got {type(values).__name__}")
+    kwargs = _coerced_kwargs(cls, values, section, source)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
@@ -280,14 +285,7 @@ def _from_dict(cls: type, values: Any, section: str, source: str) -> Any:
 
 
 def _model_from_dict(values: dict[str, Any], source: str) -> ModelConfig:
-    hints = typing.get_type_hints(ModelConfig)
-    known = [f.name for f in dataclasses.fields(ModelConfig)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {[f'model.{k}' for k in unknown]}; known model keys: {known}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"model.{k}", source) for k, v in values.items()}
+    kwargs = _coerced_kwargs(ModelConfig, values, "model", source)
     try:
         return ModelConfig.from_dict(kwargs, source=source)
     except (ValueError, TypeError, KeyError) as err:
