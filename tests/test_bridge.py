@@ -112,6 +112,7 @@ def test_float_lava_through_bridge_matches_pytorch_spike_for_spike(ckpt, childre
     assert q["loihi2_bytes_out_per_step"] == q["report_bytes_out_per_step"]
 
 
+@pytest.mark.lava  # starts Lava without the children fixture
 @pytest.mark.parametrize("variant", ["E8", "snn"])
 def test_models_without_host_ports_run_whole_branch_in_lava(tmp_path, variant):
     changes = dict(attention=False) if variant == "E8" else dict(architecture="snn", inputs="res")
@@ -125,6 +126,7 @@ def test_models_without_host_ports_run_whole_branch_in_lava(tmp_path, variant):
     assert all(v > 0.01 for v in res[0].spike_rates.values())
 
 
+@pytest.mark.lava  # starts Lava without the children fixture
 def test_fixed_point_lava_agrees_with_pytorch(ckpt):
     clips = built_in_clips(6)
     with HybridBridge(ckpt, mode="fixed", calibration_clips=4) as br:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -44,6 +45,7 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two gloo ranks training: ~15-60 s
 def test_two_rank_gloo_matches_single_process_with_accumulation(tmp_path):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     cfg_path = tmp_path / "ddp.yaml"

@@ -44,6 +44,7 @@ def _write_video(path: Path, frames: int, size=(40, 48)) -> None:
             out.mux(pkt)
 
 
+@pytest.mark.lava  # starts Lava without the children fixture
 def test_demo_on_video_prints_matching_prediction_and_plots(ckpt, tmp_path, capsys):
     nir_path = tmp_path / "model.nir"
     export = _load("to_nir", ROOT / "export" / "to_nir.py")

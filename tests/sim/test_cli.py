@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nir
 import numpy as np
+import pytest
 
 from respike_neuro.sim.demo_graphs import build_contract_graph
 
@@ -22,6 +23,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.lava  # starts Lava without the children fixture
 def test_snn_only_file_and_hybrid_with_recorded_inputs(tmp_path):
     snn = tmp_path / "snn.nir"
     nir.write(str(snn), build_contract_graph(channels=(4, 8), blocks=(1, 1), seed=1))
