@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from respike_neuro.cli import ArgumentParser
-from respike_neuro.config import VARIANTS, ModelConfig
+from respike_neuro.config import VARIANTS, ConfigError, ModelConfig, read_yaml
 from respike_neuro.model_card import build_card, format_card, plot_energy
 
 WEIGHT_KEYS = (
@@ -105,17 +105,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_yaml_model_config(path: Path) -> tuple[dict[str, Any], str | None]:
     """The `model:` section (and the optional `variant:`) of a training YAML config."""
-    import yaml
-
     if not path.is_file():
         raise CardError(f"--config {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CardError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    except UnicodeDecodeError:
-        raise CardError(f"--config {path}: not a text (YAML) file") from None
-    if not isinstance(data, dict) or not ("model" in data or "variant" in data):
+        data = read_yaml(path)
+    except ConfigError as err:
+        raise CardError(f"--config: {err}") from None
+    if not ("model" in data or "variant" in data):
         raise CardError(f"--config {path}: expected a mapping with a `model:` section of ModelConfig keys")
     model = data.get("model") or {}
     if not isinstance(model, dict):

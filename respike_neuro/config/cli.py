@@ -14,21 +14,12 @@ from typing import Any
 
 import yaml
 
+from respike_neuro.config import run
 from respike_neuro.config.model import VARIANTS, ModelConfig
-from respike_neuro.config.run import (
-    DEFAULT_CONFIG,
-    MODEL_HELP,
-    ConfigError,
-    DataConfig,
-    RunConfig,
-    TrainConfig,
-    build_run_config,
-    read_yaml,
-)
 
 
 def _field_help(section: str, f: dataclasses.Field) -> str:
-    text = f.metadata.get("help") or MODEL_HELP.get(f.name, "")
+    text = f.metadata.get("help") or run.MODEL_HELP.get(f.name, "")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     return f"{text} (default: {default!r})"
 
@@ -37,7 +28,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     """--config, --set, the shorthands (--out, --resume, --threads, --device, --variant) and one
     --section.key flag per field of ModelConfig, DataConfig and TrainConfig; read back by config_from_args."""
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})"
+        "--config", type=Path, default=run.DEFAULT_CONFIG,
+        help=f"YAML config (default: {run.DEFAULT_CONFIG})",
     )
     parser.add_argument(
         "--set",
@@ -52,7 +44,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--threads", help="torch CPU threads (= train.threads)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (= train.device)")
     parser.add_argument("--variant", help=f"ablation variant applied over the model keys: {sorted(VARIANTS)}")
-    for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+    for section, cls in (("model", ModelConfig), ("data", run.DataConfig), ("train", run.TrainConfig)):
         group = parser.add_argument_group(f"{section} options")
         for f in dataclasses.fields(cls):
             group.add_argument(
@@ -69,15 +61,15 @@ def _parse_value(text: str, key: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
-        raise ConfigError(f"command line: cannot parse the value of {key}: {text!r}") from None
+        raise run.ConfigError(f"command line: cannot parse the value of {key}: {text!r}") from None
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace) -> run.RunConfig:
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"command line: --set expects SECTION.KEY=VALUE, got {item!r}")
+            raise run.ConfigError(f"command line: --set expects SECTION.KEY=VALUE, got {item!r}")
         overrides[key.strip()] = _parse_value(text, key)
     for name, text in vars(args).items():
         if name.startswith("opt:") and text is not None:
@@ -94,5 +86,5 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             overrides[key] = (
                 text if flag in ("out", "resume", "variant", "device") else _parse_value(text, key)
             )
-    return build_run_config(read_yaml(args.config), overrides, source=str(args.config))
+    return run.build_run_config(run.read_yaml(args.config), overrides, source=str(args.config))
 

@@ -4,14 +4,7 @@ import numpy as np
 import pytest
 
 from respike_neuro.export.reference_executor import conv2d_nchw
-from respike_neuro.sim.kernels import (
-    ConvKernel,
-    clamp_signed,
-    fixed_conv,
-    from_lava,
-    lava_conv_weight,
-    to_lava,
-)
+from respike_neuro.sim import kernels
 
 
 @pytest.mark.parametrize(
@@ -31,8 +24,10 @@ def test_conv_kernel_matches_reference(rng, c_in, c_out, k, stride, pad, groups,
     wt = rng.normal(size=(c_out, c_in // groups, k, k))
     want = conv2d_nchw(x[None], wt, None, (stride, stride), (pad, pad, pad, pad), (1, 1), groups)[0]
     for thr in (0.0, 1.0):  # dense GEMM path and (for binary input) the spike-scatter path
-        kern = ConvKernel(lava_conv_weight(wt), (w, h, c_in), stride, pad, 1, groups, sparse_threshold=thr)
-        got = from_lava(kern(to_lava(x), binary=binary))
+        kern = kernels.ConvKernel(
+            kernels.lava_conv_weight(wt), (w, h, c_in), stride, pad, 1, groups, sparse_threshold=thr
+        )
+        got = kernels.from_lava(kern(kernels.to_lava(x), binary=binary))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -57,15 +52,16 @@ def test_fixed_conv_is_exact_integer_arithmetic(rng, binary, exp, bits, thr):
     else:
         x = rng.integers(-(1 << 20), 1 << 20, size=(5, 5, 3))
     wt = rng.integers(-128, 128, size=(4, x.shape[2], 3, 3))
-    kern = ConvKernel(lava_conv_weight(wt), x.shape, 1, 1, 1, 1, sparse_threshold=thr)
+    kern = kernels.ConvKernel(kernels.lava_conv_weight(wt), x.shape, 1, 1, 1, 1, sparse_threshold=thr)
     assert kern.exact_f32  # integer weights; the float32 GEMM is taken for spike input only
-    out, sat = fixed_conv(kern, x, exp, binary=binary, bits=bits, dtype=np.int32)
+    out, sat = kernels.fixed_conv(kern, x, exp, binary=binary, bits=bits, dtype=np.int32)
     exact = conv2d_nchw(
-        from_lava(x)[None].astype(np.int64), wt.astype(np.int64), None, (1, 1), (1, 1, 1, 1), (1, 1), 1
+        kernels.from_lava(x)[None].astype(np.int64), wt.astype(np.int64), None,
+        (1, 1), (1, 1, 1, 1), (1, 1), 1,
     )[0]
-    want, n = clamp_signed(shift_round(np.rint(exact).astype(np.int64), exp), bits)
+    want, n = kernels.clamp_signed(shift_round(np.rint(exact).astype(np.int64), exp), bits)
     assert out.dtype == np.int32
-    np.testing.assert_array_equal(from_lava(out), want)
+    np.testing.assert_array_equal(kernels.from_lava(out), want)
     assert sat == n
     if exp > 0 or not binary:
         assert sat > 0  # saturation is exercised
@@ -73,8 +69,8 @@ def test_fixed_conv_is_exact_integer_arithmetic(rng, binary, exp, bits, thr):
 
 def test_kernel_rejects_bad_shapes():
     with pytest.raises(ValueError, match="groups"):
-        ConvKernel(np.zeros((4, 3, 3, 3)), (5, 5, 4), groups=1)
-    kern = ConvKernel(np.zeros((4, 3, 3, 3)), (5, 5, 3))
+        kernels.ConvKernel(np.zeros((4, 3, 3, 3)), (5, 5, 4), groups=1)
+    kern = kernels.ConvKernel(np.zeros((4, 3, 3, 3)), (5, 5, 3))
     with pytest.raises(ValueError, match="shape"):
         kern(np.zeros((5, 4, 3)))
 
@@ -83,12 +79,12 @@ def test_kernel_rejects_bad_shapes():
 def test_binary_input_with_integer_weights_runs_float32_exactly(k, pad):
     rng = np.random.default_rng(3)
     w = rng.integers(-128, 128, size=(16, k, k, 24)).astype(np.float64)  # 8-bit mantissas
-    kern = ConvKernel(w, (9, 7, 24), 1, pad)
+    kern = kernels.ConvKernel(w, (9, 7, 24), 1, pad)
     assert kern.exact_f32
     x = (rng.random((9, 7, 24)) < 0.3).astype(np.float64)
     got = kern(x, binary=True)
     want = (kern._im2col(kern._pad(x)) if k > 1 else x.reshape(-1, 24)) @ kern.w_gemm
     assert got.dtype == np.float64 and np.array_equal(got, want.reshape(got.shape))
     # real-valued weights, or integers whose sums could pass 2**24, keep float64
-    assert not ConvKernel(w + 0.5, (9, 7, 24), 1, pad).exact_f32
-    assert not ConvKernel(w * 2**16, (9, 7, 24), 1, pad).exact_f32
+    assert not kernels.ConvKernel(w + 0.5, (9, 7, 24), 1, pad).exact_f32
+    assert not kernels.ConvKernel(w * 2**16, (9, 7, 24), 1, pad).exact_f32
