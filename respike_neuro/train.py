@@ -229,7 +229,8 @@ def _build_model(r: Run) -> None:
         r.optimizer,
         lambda s: lr_factor(s, total=total_steps, warmup=warmup, schedule=t.schedule, min_ratio=min_ratio),
     )
-    r.amp_dtype = amp_dtype_for(t.amp, r.device)
+    say = (lambda line: print(line, file=sys.stderr)) if r.info.is_main else None
+    r.amp_dtype = amp_dtype_for(t.amp, r.device, log=say)
     r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp_dtype == torch.float16 and r.device.type == "cuda")
 
 
