@@ -11,7 +11,8 @@ Prints, for one SGD step in fp32:
 - the tensors the autograd graph holds for the backward pass after the forward pass, by region
   (ANN stem/stages, SNN stem/stages, fusion k, head) and by kind (the backward node that saved
   it, e.g. ConvolutionBackward0 for a conv input, _LIFSequenceBackward for a membrane), each
-  storage counted once, and how many of those bytes are exactly 0/1 (spikes: 1 byte would do).
+  storage counted once, and how many of the bytes convs keep as their input are float tensors of
+  exactly 0/1 (spikes: 1 byte would do).
 
 The graph is read by walking it from the loss: every node's `_saved_*` tensors (builtin ops) or
 `saved_tensors` (custom Functions); regions are given by forward hooks that tag each new node
@@ -59,20 +60,21 @@ def reset_peak() -> bool:
         return False
 
 
-def region_modules(model: ReSpike) -> dict[str, torch.nn.Module]:
-    regions: dict[str, torch.nn.Module] = {}
+def region_modules(model: ReSpike) -> dict[str, list[torch.nn.Module]]:
+    """The modules whose calls end each region. The hybrid calls the SNN stages block by block, so a
+    stage's region ends with any of its blocks; the SNN stem is a method (tagged in tag_regions)."""
+    regions: dict[str, list[torch.nn.Module]] = {}
     if model.ann is not None:
-        regions["ann.stem"] = model.ann.stem
+        regions["ann.stem"] = [model.ann.stem]
         for k, stage in enumerate(model.ann.stages):
-            regions[f"ann.stage{k + 1}"] = stage
+            regions[f"ann.stage{k + 1}"] = [stage]
     if model.snn is not None:
-        regions["snn.stem"] = model.snn.stem
         for k, stage in enumerate(model.snn.stages):
-            regions[f"snn.stage{k + 1}"] = stage
+            regions[f"snn.stage{k + 1}"] = list(stage)
     if model.fusions is not None:
         for k, fusion in enumerate(model.fusions):
-            regions[f"fusion{k + 1}"] = fusion
-    regions["head"] = model.head
+            regions[f"fusion{k + 1}"] = [fusion]
+    regions["head"] = [model.head]
     return regions
 
 
@@ -98,13 +100,23 @@ def tag_regions(model: ReSpike) -> tuple[dict, list]:
     """Forward hooks that map each new autograd node to the region module that created it."""
     region_of: dict = {}
     handles = []
-    for name, module in region_modules(model).items():
 
-        def hook(_module, _inputs, output, _name=name):
-            for node in _walk(_grad_fns(output), stop=lambda n: n in region_of):
-                region_of[node] = _name
+    def claim(output, name):
+        for node in _walk(_grad_fns(output), stop=lambda n: n in region_of):
+            region_of[node] = name
 
-        handles.append(module.register_forward_hook(hook))
+    for name, modules in region_modules(model).items():
+        for module in modules:
+            handles.append(module.register_forward_hook(lambda _m, _i, out, _n=name: claim(out, _n)))
+    if model.snn is not None:
+        stem = model.snn.forward_stem
+
+        def tagged_stem(frames):
+            out = stem(frames)
+            claim(out, "snn.stem")
+            return out
+
+        model.snn.forward_stem = tagged_stem
     return region_of, handles
 
 
@@ -148,7 +160,8 @@ def saved_breakdown(loss: torch.Tensor, region_of: dict, params: list[torch.Tens
             by_region[region] += nbytes
             by_kind[kind] += nbytes
             by_region_kind[region][kind] += nbytes
-            if t.is_floating_point() and t.numel() > 0 and bool(((t == 0) | (t == 1)).all()):
+            spike_input = kind == "ConvolutionBackward0" and t.is_floating_point() and t.numel() > 0
+            if spike_input and bool(((t == 0) | (t == 1)).all()):
                 binary += nbytes
     return {
         "total_mb": sum(by_region.values()),
@@ -228,7 +241,7 @@ def print_report(r: dict) -> None:
         print(f"  {name:<50} {s['rss_mb']:6.0f} {s['hwm_mb']:6.0f}")
     print(
         f"saved for backward after the forward pass: {g['total_mb']:.0f} MB "
-        f"(of which exactly-0/1 float tensors: {g['binary_0_1_mb']:.0f} MB)"
+        f"(of which conv inputs of exactly-0/1 floats: {g['binary_0_1_mb']:.0f} MB)"
     )
     print("  by region:")
     for region, mb in g["by_region_mb"].items():

@@ -76,7 +76,7 @@ def test_inference_and_autocast_run_the_plain_ops():
     x = torch.ones(1, 2, 4, 4, requires_grad=True)
     with torch.no_grad():
         assert spike_conv2d(conv, x).grad_fn is None
-    assert type(spike_conv2d(conv, x).grad_fn).__name__ != "_SpikeConv2dBackward"
+    assert type(spike_conv2d(conv, x).grad_fn).__name__ == "_SpikeConv2dBackward"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert type(spike_conv2d(conv, x).grad_fn).__name__ == "ConvolutionBackward0"
     conv.register_forward_hook(lambda *a: None)  # a hooked conv runs as itself
@@ -109,5 +109,6 @@ def test_whole_model_same_spikes_logits_gradients_and_bn_statistics_with_less_sa
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     for (name, a), b in zip(plain.named_buffers(), lean.buffers()):
         torch.testing.assert_close(a, b, msg=name)
-    assert dtypes1.get(torch.bool, 0) > 0  # spike conv inputs kept as 1 byte
-    assert bytes1 < 0.8 * bytes0
+    packed = dtypes1.get(torch.bool, 0)
+    assert packed > 0  # spike conv inputs kept as 1 byte instead of 4, pooled inputs not at all
+    assert bytes1 <= bytes0 - 3 * packed
