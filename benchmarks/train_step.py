@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from respike_neuro.allocator import release_free_heap
 from respike_neuro.config import ModelConfig
 from respike_neuro.devices import amp_dtype_for, cpu_bf16
 from respike_neuro.models.hybrid import ReSpike, branch_frames
@@ -89,6 +90,8 @@ def main() -> None:
     p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
     p.add_argument("--plain-autograd", action="store_true",
                    help="spike convs and average pools save what plain torch saves (models/memory.py)")
+    p.add_argument("--keep-free-heap", action="store_true",
+                   help="skip malloc_trim between forward and backward (respike_neuro/allocator.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -138,6 +141,8 @@ def main() -> None:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                 loss = torch.nn.functional.cross_entropy(forward(clip), labels)
             opt.zero_grad(set_to_none=True)
+            if device.type == "cpu" and not args.keep_free_heap:
+                release_free_heap()  # as respike_neuro.train does
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()

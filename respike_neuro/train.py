@@ -46,6 +46,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from respike_neuro.allocator import release_free_heap
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
 from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
@@ -315,6 +316,8 @@ def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, floa
             ):
                 logits = r.model(c)
             loss = F.cross_entropy(logits.float(), y)
+            if r.device.type == "cpu":
+                release_free_heap()  # the backward pass starts from what is live (allocator.py)
             r.scaler.scale(loss / t.accum_steps).backward()
         batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
     if t.grad_clip > 0:

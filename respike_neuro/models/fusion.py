@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from respike_neuro.models.memory import avg_pool2d
+from respike_neuro.models.memory import avg_pool2d, geglu_out
 
 
 class Attention(nn.Module):
@@ -59,8 +59,7 @@ class GEGLU(nn.Module):
         self.out = nn.Linear(dim * mult, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, gate = self.proj(x).chunk(2, dim=-1)
-        return self.out(a * F.gelu(gate))
+        return geglu_out(self.out, self.proj(x))  # out(a * GELU(gate)), [a, gate] = proj(x)
 
 
 class TransformerBlock(nn.Module):

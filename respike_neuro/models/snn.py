@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from respike_neuro.models.batchnorm import BN_STATS, batch_norm_per_timestep
-from respike_neuro.models.memory import avg_pool2d, spike_conv2d
+from respike_neuro.models.memory import avg_pool2d, lean_here, recompute_in_backward, spike_conv2d
 from respike_neuro.models.neuron import LIF
 
 NeuronFactory = Callable[[], LIF]
@@ -98,8 +98,8 @@ class MSBlock(nn.Module):
             self.shortcut = nn.Sequential(pool, ConvBN(c_in, c_out, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_bn_sequence(self.conv1, self.lif1(x), self.bn_stats, spikes=True)
-        out = conv_bn_sequence(self.conv2, self.lif2(out), self.bn_stats, spikes=True)
+        out = self._conv1_bn1_lif2(self.lif1(x))
+        out = conv_bn_sequence(self.conv2, out, self.bn_stats, spikes=True)
         if self.shortcut is None:
             return out + x
         pool, unit = self.shortcut
@@ -108,6 +108,20 @@ class MSBlock(nn.Module):
         else:
             pooled = fold_time(pool, x)
         return out + conv_bn_sequence(unit, pooled, self.bn_stats)
+
+
+    def _conv1_bn1_lif2(self, spikes: torch.Tensor) -> torch.Tensor:
+        """LIF2(BN1(Conv1(spikes))). In training LIF2's membrane is not kept for backward: BN1 and
+        LIF2 are recomputed there from the conv output, which BN1 keeps anyway (models/memory.py)."""
+        unit, lif = self.conv1, self.lif2
+        plain_lif = type(lif) is LIF and not (lif._forward_hooks or lif._forward_pre_hooks)
+        if not (isinstance(unit, ConvBN) and unit[1].training and plain_lif and lean_here(spikes)):
+            return lif(conv_bn_sequence(unit, spikes, self.bn_stats, spikes=True))
+        conv, bn = unit
+        y = spike_conv2d(conv, spikes.flatten(0, 1)).unflatten(0, (spikes.shape[0], -1))
+        per_step = self.bn_stats == "per_timestep"
+        norm = partial(batch_norm_per_timestep, bn) if per_step else partial(fold_time, bn)
+        return recompute_in_backward(lambda y: lif(norm(y)), y, bn)
 
 
 class MSResNet(nn.Module):
