@@ -16,12 +16,16 @@ import argparse
 import json
 import platform
 import resource
+import sys
 import time
 
 import torch
 
+from respike_neuro.allocator import release_free_heap
 from respike_neuro.config import ModelConfig
+from respike_neuro.devices import amp_dtype_for, cpu_bf16
 from respike_neuro.models.hybrid import ReSpike, branch_frames
+from respike_neuro.models.memory import plain_backward
 from respike_neuro.models.neuron import membrane_alpha
 
 
@@ -84,11 +88,17 @@ def main() -> None:
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
     p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
+    p.add_argument("--plain-autograd", action="store_true",
+                   help="spike convs and average pools save what plain torch saves (models/memory.py)")
+    p.add_argument("--keep-free-heap", action="store_true",
+                   help="skip malloc_trim between forward and backward (respike_neuro/allocator.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", action="store_true", help="autocast: fp16 + GradScaler on CUDA, bf16 on CPU")
-    p.add_argument("--amp-dtype", choices=["fp16", "bf16"], help="--amp's dtype (bf16: no scaler)")
+    p.add_argument("--amp", action="store_true",
+                   help="autocast: fp16 + GradScaler on CUDA; on a CPU bf16 where native, else fp32")
+    p.add_argument("--amp-dtype", choices=["fp16", "bf16"],
+                   help="--amp's dtype, forced (bf16: no scaler; warns on a CPU without native bf16)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -110,9 +120,12 @@ def main() -> None:
     model = model.to(memory_format=fmt)
     model.checkpoint_activations = args.checkpoint_activations
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[
-        args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
-    ]
+    amp_dtype = None  # --amp: train.amp auto's choice; --amp-dtype: forced (implies --amp)
+    if args.amp or args.amp_dtype:
+        say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+        amp_dtype = amp_dtype_for(args.amp_dtype or "auto", device, log=say)
+    args.amp = amp_dtype is not None
+    amp_dtype = amp_dtype or torch.float32
     scaler = torch.amp.GradScaler(enabled=args.amp and amp_dtype == torch.float16 and device.type == "cuda")
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
     if args.channels_last:  # (B, T, C, H, W) with C innermost, so every frame is NHWC
@@ -122,22 +135,27 @@ def main() -> None:
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
-            loss = torch.nn.functional.cross_entropy(forward(clip), labels)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
+    with plain_backward(args.plain_autograd):
+        for step in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
+                loss = torch.nn.functional.cross_entropy(forward(clip), labels)
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cpu" and not args.keep_free_heap:
+                release_free_heap()  # as respike_neuro.train does
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= args.warmup:
+                times.append(time.perf_counter() - t0)
     result = {
         "config": vars(args),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
+        "precision": str(amp_dtype).removeprefix("torch.") if args.amp else "float32",
+        "cpu_bf16": cpu_bf16()[1],
         "s_per_step": sum(times) / len(times),
         "clips_per_s": args.batch / (sum(times) / len(times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -46,6 +46,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from respike_neuro.allocator import release_free_heap
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
 from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
@@ -229,7 +230,8 @@ def _build_model(r: Run) -> None:
         r.optimizer,
         lambda s: lr_factor(s, total=total_steps, warmup=warmup, schedule=t.schedule, min_ratio=min_ratio),
     )
-    r.amp_dtype = amp_dtype_for(t.amp, r.device)
+    say = (lambda line: print(line, file=sys.stderr)) if r.info.is_main else None
+    r.amp_dtype = amp_dtype_for(t.amp, r.device, log=say)
     r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp_dtype == torch.float16 and r.device.type == "cuda")
 
 
@@ -314,6 +316,8 @@ def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, floa
             ):
                 logits = r.model(c)
             loss = F.cross_entropy(logits.float(), y)
+            if r.device.type == "cpu":
+                release_free_heap()  # the backward pass starts from what is live (allocator.py)
             r.scaler.scale(loss / t.accum_steps).backward()
         batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
     if t.grad_clip > 0:

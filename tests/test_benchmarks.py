@@ -52,3 +52,26 @@ def test_perturbation_floor_reports_agreement_per_precision(tmp_path, capsys):
     assert [r["bits"] for r in rows] == [4, 40]
     assert rows[1]["agreement"] == [1.0]  # a 2**-40 perturbation changes no decision
     assert bench.main([str(tmp_path / "missing.pt")]) == 2
+
+
+def test_train_memory_breakdown_names_every_region_and_the_spike_savings(capsys):
+    bench = _load("train_memory")
+    tiny = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--json"]
+    reports = {}
+    for plain in (True, False):
+        assert bench.main(tiny + (["--plain-autograd"] if plain else [])) == 0
+        reports[plain] = json.loads(capsys.readouterr().out)
+    graph = reports[True]["saved_for_backward"]
+    regions = set(graph["by_region_mb"])
+    assert {"ann.stem", "snn.stem", "head"} | {f"snn.stage{k}" for k in (1, 2, 3, 4)} <= regions
+    assert {f"fusion{k}" for k in (1, 2, 3, 4)} <= regions
+    assert "_LIFSequenceBackward" in graph["by_kind_mb"] and "ConvolutionBackward0" in graph["by_kind_mb"]
+    assert graph["binary_0_1_mb"] > 0  # plain torch keeps the spike conv inputs as float32
+    lean = reports[False]["saved_for_backward"]
+    assert lean["binary_0_1_mb"] == 0 and "_SpikeConv2dBackward" in lean["by_kind_mb"]
+    assert lean["total_mb"] < graph["total_mb"]
+    assert set(reports[False]["phases_mb"]) == {
+        "after warm-up step (model, momentum, allocator)", "forward", "backward", "optimizer step"
+    }
+    bench.print_report(reports[False])
+    assert "by region:" in capsys.readouterr().out

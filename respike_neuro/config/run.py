@@ -112,7 +112,10 @@ class TrainConfig:
     grad_clip: float = field(default=0.0, metadata=_help("clip gradient global L2 norm to this (0: off)"))
     amp: str = field(
         default="auto",
-        metadata=_help("mixed precision: auto (fp16 + GradScaler on CUDA, fp32 on CPU), off, fp16, bf16"),
+        metadata=_help(
+            "mixed precision: auto (fp16 + GradScaler on CUDA; on a CPU bf16 only where it has native "
+            "bf16: avx512_bf16/amx_bf16/ARM bf16, else fp32), off, fp16, bf16"
+        ),
     )
     seed: int = field(default=0, metadata=_help("seed of python/numpy/torch RNGs, model init and data order"))
     device: str = field(default="auto", metadata=_help("auto (CUDA if present), cpu, cuda, cuda:N"))

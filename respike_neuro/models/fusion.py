@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_neuro.models.memory import avg_pool2d, geglu_out
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, *, heads: int, head_dim: int, context_dim: int | None = None) -> None:
@@ -57,8 +59,7 @@ class GEGLU(nn.Module):
         self.out = nn.Linear(dim * mult, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, gate = self.proj(x).chunk(2, dim=-1)
-        return self.out(a * F.gelu(gate))
+        return geglu_out(self.out, self.proj(x))  # out(a * GELU(gate)), [a, gate] = proj(x)
 
 
 class TransformerBlock(nn.Module):
@@ -93,7 +94,7 @@ class CrossAttentionFusion(nn.Module):
     def tokens(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled SNN map and ANN context as token sequences (N, L, C)."""
         if self.pool > 1:
-            x, context = F.avg_pool2d(x, self.pool), F.avg_pool2d(context, self.pool)
+            x, context = avg_pool2d(x, self.pool), avg_pool2d(context, self.pool)  # saves no activation
         return x, context.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

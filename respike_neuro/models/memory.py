@@ -1,4 +1,4 @@
-"""Activation checkpointing that is safe for BatchNorm.
+"""Training memory: BatchNorm-safe activation checkpointing, and lossless savings (below).
 
 The paper names training memory as ReSpike's main limitation. Recomputing each block in the
 backward pass instead of storing its activations trades ~30% compute for most of the activation
@@ -14,23 +14,28 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-@contextlib.contextmanager
-def _frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [
-        (m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-        for m in norms
-    ]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
+class _FrozenBNStatistics:
+    """Within it, the BatchNorms of `module` leave their running statistics as they are. Re-entrant:
+    checkpoint enters the same object for every recomputation (reading saved tensors recomputes)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self) -> None:
+        self.saved = [
+            (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+            for m in self.norms
+        ]
+        for m in self.norms:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc: object) -> None:
+        for m, (momentum, tracked) in zip(self.norms, self.saved):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
@@ -44,5 +49,146 @@ def maybe_checkpoint(enabled: bool, module: nn.Module, *args: Any) -> Any:
         module,
         *args,
         use_reentrant=False,
-        context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_statistics(module)),
+        context_fn=lambda: (contextlib.nullcontext(), _FrozenBNStatistics(module)),
     )
+
+
+def recompute_in_backward(fn: Any, x: torch.Tensor, norms: nn.Module) -> Any:
+    """fn(x) keeping only x for backward: fn's own activations are recomputed there. For cheap
+    elementwise work (a BatchNorm and a neuron), never for convs; `norms` holds the BatchNorms fn
+    updates, whose statistics stay as the one forward pass left them."""
+    return checkpoint(
+        fn,
+        x,
+        use_reentrant=False,
+        preserve_rng_state=False,  # BN and LIF draw no random numbers
+        context_fn=lambda: (contextlib.nullcontext(), _FrozenBNStatistics(norms)),
+    )
+
+
+# -- lossless savings: what the backward pass keeps, without recomputing anything ------------------
+#
+# Three parts of the network save more for backward than their gradient needs:
+# - a conv whose input is spikes saves that input as float32, though every value is exactly 0 or 1:
+#   `spike_conv2d` keeps it as 1 byte (bool) and rebuilds the float tensor in backward, then calls
+#   the same aten convolution_backward the plain conv would: the gradients are bit-identical;
+# - AvgPool2d saves its whole input, though its backward reads only the input's shape (the MS-ResNet
+#   downsample shortcut, the fusion's pooling of the SNN map and of the ANN context): `avg_pool2d`
+#   keeps the shape alone;
+# - the fusion's GEGLU feed-forward, out(a * GELU(gate)) with [a, gate] = proj(x), keeps a, gate,
+#   GELU(gate) and the product (16 D-wide values per token): `geglu_out` keeps [a, gate] (8 D) and
+#   recomputes GELU and the product in backward (elementwise; no matmul runs twice). Its output is
+#   bit for bit plain torch's, its gradients equal to float rounding (the weight gradient's sums
+#   may run in another order).
+# Both apply only where autograd records (training); elsewhere the plain ops run. `plain_backward()`
+# switches them off (tests compare the two, benchmarks measure the difference).
+
+_LEAN = [True]
+
+
+@contextlib.contextmanager
+def plain_backward(plain: bool = True) -> Iterator[None]:
+    """Within the block, spike convs and average pools save what plain torch saves."""
+    saved = _LEAN[0]
+    _LEAN[0] = not plain
+    try:
+        yield
+    finally:
+        _LEAN[0] = saved
+
+
+def lean_here(x: torch.Tensor) -> bool:
+    """Whether the lean ops apply to x: autograd records it, no autocast, not plain_backward()."""
+    recording = torch.is_grad_enabled() and x.requires_grad
+    return _LEAN[0] and recording and not torch.is_autocast_enabled(x.device.type)
+
+
+class _SpikeConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spikes, weight, bias, stride, padding, dilation, groups):  # noqa: PLR0913
+        ctx.save_for_backward(spikes.to(torch.bool), weight)
+        ctx.conf = (stride, padding, dilation, groups, spikes.dtype, None if bias is None else bias.shape)
+        return F.conv2d(spikes, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        packed, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, dtype, bias_shape = ctx.conf
+        needs = ctx.needs_input_grad
+        mask = [needs[0], needs[1], bias_shape is not None and needs[2]]
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            grad, packed.to(dtype), weight, bias_shape, stride, padding, dilation, False, [0, 0], groups, mask
+        )
+        return gi, gw, gb, None, None, None, None
+
+
+def spike_conv2d(conv: nn.Conv2d, spikes: torch.Tensor) -> torch.Tensor:
+    """conv(spikes) for a 0/1 input; in training its saved input is 1 byte per value instead of 4.
+
+    Only for a plain nn.Conv2d without hooks (a subclass or a hooked conv runs as itself)."""
+    if (
+        type(conv) is not nn.Conv2d
+        or conv.padding_mode != "zeros"
+        or conv._forward_hooks
+        or conv._forward_pre_hooks
+        or not lean_here(spikes)
+    ):
+        return conv(spikes)
+    return _SpikeConv2d.apply(
+        spikes, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
+
+
+class _AvgPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel):
+        ctx.meta = (x.shape, x.stride(), x.dtype, x.device, kernel)
+        return F.avg_pool2d(x, kernel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, stride, dtype, device, kernel = ctx.meta
+        # avg_pool2d_backward reads only the sizes and memory format of `self`: an unwritten tensor
+        like = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        k = [kernel, kernel]
+        return torch.ops.aten.avg_pool2d_backward(grad, like, k, k, [0, 0], False, True, None), None
+
+
+def avg_pool2d(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """F.avg_pool2d(x, kernel) (stride = kernel, no padding); in training it saves no activation."""
+    if not lean_here(x):
+        return F.avg_pool2d(x, kernel)
+    return _AvgPool2d.apply(x, kernel)
+
+
+class _GegluOut(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias):
+        a, gate = h.chunk(2, dim=-1)
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(a * F.gelu(gate), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight = ctx.saved_tensors
+        a, gate = h.chunk(2, dim=-1)
+        act = F.gelu(gate)
+        grad_w = grad_b = grad_h = None
+        flat = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_w = flat.t().mm((a * act).reshape(-1, act.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = flat.sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_p = grad.matmul(weight)
+            grad_h = torch.cat([grad_p * act, torch.ops.aten.gelu_backward(grad_p * a, gate)], dim=-1)
+        return grad_h, grad_w, grad_b
+
+
+def geglu_out(out: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """out(a * gelu(gate)) for h = [a, gate] (last dim); in training it keeps only h for backward."""
+    if type(out) is not nn.Linear or out._forward_hooks or out._forward_pre_hooks or not lean_here(h):
+        a, gate = h.chunk(2, dim=-1)
+        return out(a * F.gelu(gate))
+    return _GegluOut.apply(h, out.weight, out.bias)

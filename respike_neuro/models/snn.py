@@ -16,11 +16,13 @@ stage 1 has stride 2 as well, so the stages run on the ANN's grid (56/28/14/7 at
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
 from respike_neuro.models.batchnorm import BN_STATS, batch_norm_per_timestep
+from respike_neuro.models.memory import avg_pool2d, lean_here, recompute_in_backward, spike_conv2d
 from respike_neuro.models.neuron import LIF
 
 NeuronFactory = Callable[[], LIF]
@@ -43,17 +45,39 @@ class ConvBN(nn.Sequential):
         )
 
 
-def conv_bn_sequence(unit: nn.Module, x: torch.Tensor, bn_stats: str) -> torch.Tensor:
+def conv_bn_sequence(
+    unit: nn.Module, x: torch.Tensor, bn_stats: str, *, spikes: bool = False
+) -> torch.Tensor:
     """A ConvBN (or, after folding, a biased Conv2d) over (T, N, C, H, W).
 
     In training with bn_stats="per_timestep" the BN normalises each timestep with its own batch
-    statistics; otherwise time is folded into the batch for the whole unit.
+    statistics; otherwise time is folded into the batch for the whole unit. `spikes`: x is 0/1, so
+    in training the conv keeps its input for backward as 1 byte per value (models/memory.py).
     """
-    if bn_stats == "per_timestep" and isinstance(unit, ConvBN) and unit[1].training:
+    if isinstance(unit, ConvBN) and unit[1].training:
         conv, bn = unit
         t = x.shape[0]
-        return batch_norm_per_timestep(bn, conv(x.flatten(0, 1)).unflatten(0, (t, -1)))
+        y = (spike_conv2d if spikes else _call)(conv, x.flatten(0, 1)).unflatten(0, (t, -1))
+        return batch_norm_per_timestep(bn, y) if bn_stats == "per_timestep" else fold_time(bn, y)
     return fold_time(unit, x)
+
+
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+def _plain_avg_pool(pool: nn.Module) -> bool:
+    """An unhooked AvgPool2d(k) with stride k and no padding, which memory.avg_pool2d computes."""
+    return (
+        type(pool) is nn.AvgPool2d
+        and isinstance(pool.kernel_size, int)
+        and pool.stride == pool.kernel_size
+        and pool.padding == 0
+        and not pool.ceil_mode
+        and pool.count_include_pad
+        and pool.divisor_override is None
+        and not (pool._forward_hooks or pool._forward_pre_hooks)
+    )
 
 
 class MSBlock(nn.Module):
@@ -74,12 +98,30 @@ class MSBlock(nn.Module):
             self.shortcut = nn.Sequential(pool, ConvBN(c_in, c_out, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_bn_sequence(self.conv1, self.lif1(x), self.bn_stats)
-        out = conv_bn_sequence(self.conv2, self.lif2(out), self.bn_stats)
+        out = self._conv1_bn1_lif2(self.lif1(x))
+        out = conv_bn_sequence(self.conv2, out, self.bn_stats, spikes=True)
         if self.shortcut is None:
             return out + x
         pool, unit = self.shortcut
-        return out + conv_bn_sequence(unit, fold_time(pool, x), self.bn_stats)
+        if _plain_avg_pool(pool):  # saves no activation in training
+            pooled = fold_time(partial(avg_pool2d, kernel=pool.kernel_size), x)
+        else:
+            pooled = fold_time(pool, x)
+        return out + conv_bn_sequence(unit, pooled, self.bn_stats)
+
+
+    def _conv1_bn1_lif2(self, spikes: torch.Tensor) -> torch.Tensor:
+        """LIF2(BN1(Conv1(spikes))). In training LIF2's membrane is not kept for backward: BN1 and
+        LIF2 are recomputed there from the conv output, which BN1 keeps anyway (models/memory.py)."""
+        unit, lif = self.conv1, self.lif2
+        plain_lif = type(lif) is LIF and not (lif._forward_hooks or lif._forward_pre_hooks)
+        if not (isinstance(unit, ConvBN) and unit[1].training and plain_lif and lean_here(spikes)):
+            return lif(conv_bn_sequence(unit, spikes, self.bn_stats, spikes=True))
+        conv, bn = unit
+        y = spike_conv2d(conv, spikes.flatten(0, 1)).unflatten(0, (spikes.shape[0], -1))
+        per_step = self.bn_stats == "per_timestep"
+        norm = partial(batch_norm_per_timestep, bn) if per_step else partial(fold_time, bn)
+        return recompute_in_backward(lambda y: lif(norm(y)), y, bn)
 
 
 class MSResNet(nn.Module):
