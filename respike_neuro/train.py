@@ -69,6 +69,7 @@ from respike_neuro.distributed import (
 from respike_neuro.evaluate import evaluate_dataset, plot_confusion, skipped_count, summary_line
 from respike_neuro.fileio import write_text_atomic
 from respike_neuro.metrics_log import JsonlLog
+from respike_neuro.models.memory import plain_backward
 from respike_neuro.run_files import StopRequest, check_ann_weights, resume_path, set_aside_earlier_results
 from respike_neuro.train_state import Run, TrainState, checkpoint_state, resume_from
 
@@ -310,13 +311,14 @@ def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, floa
     for m in range(t.accum_steps):
         c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
         last = not r.info.enabled or m == t.accum_steps - 1
-        with contextlib.nullcontext() if last else r.model.no_sync():
+        sync = contextlib.nullcontext() if last else r.model.no_sync()
+        with sync, plain_backward(not t.lean_memory):
             with torch.autocast(
                 r.device.type, dtype=r.amp_dtype or torch.float32, enabled=r.amp_dtype is not None
             ):
                 logits = r.model(c)
             loss = F.cross_entropy(logits.float(), y)
-            if r.device.type == "cpu":
+            if t.lean_memory and r.device.type == "cpu":
                 release_free_heap()  # the backward pass starts from what is live (allocator.py)
             r.scaler.scale(loss / t.accum_steps).backward()
         batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))

@@ -148,6 +148,13 @@ class TrainConfig:
     checkpoint_activations: bool = field(
         default=False, metadata=_help("recompute blocks in backward to save activation memory (~30% slower)")
     )
+    lean_memory: bool = field(
+        default=True,
+        metadata=_help(
+            "keep less for backward at the same gradients (spike inputs as 1 byte, GEGLU and BN+LIF "
+            "recomputed, C heap trimmed before backward): 0.66x held, ~3% slower at 224^2 (README)"
+        ),
+    )
     progress: bool = field(default=True, metadata=_help("tqdm progress bars"))
 
     @classmethod
