@@ -16,17 +16,15 @@ import argparse
 import json
 import platform
 import resource
-import sys
 import time
 
+import authors_code  # benchmarks/authors_code.py, beside this script
 import torch
-import torchvision
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--authors-repo", required=True, help="checkout of GinnyXiao/ReSpike")
-    p.add_argument("--deps", default=None, help="folder holding spikingjelly 0.0.0.0.14 and einops")
+    authors_code.add_arguments(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--stride", type=int, default=4)
@@ -35,13 +33,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    sys.path[:0] = [args.authors_repo] + ([args.deps] if args.deps else [])
-    for name in ("resnet18", "resnet50"):  # their backbone asks for weights='DEFAULT' (a download)
-        original = getattr(torchvision.models.resnet, name)
-        setattr(
-            torchvision.models.resnet, name, lambda weights=None, _f=original, **kw: _f(weights=None, **kw)
-        )
-    from model.attention_snn import CrossAttenFusion  # noqa: E402  (their code)
+    CrossAttenFusion = authors_code.cross_atten_fusion(args)  # noqa: N806  (their class)
 
     model = CrossAttenFusion(key_frame_stride=args.stride, num_classes=101, downsample=1).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)

@@ -30,8 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import train_step  # benchmarks/train_step.py, beside this script
 
-from respike_neuro.config import ModelConfig
 from respike_neuro.models.hybrid import ReSpike
 from respike_neuro.models.memory import plain_backward
 
@@ -193,16 +193,11 @@ def saved_breakdown(loss: torch.Tensor, region_of: dict, params: list[torch.Tens
 
 
 def build(args: argparse.Namespace) -> tuple[ReSpike, torch.Tensor, torch.Tensor]:
-    cfg = ModelConfig(
-        num_classes=101,
-        frames=args.frames,
-        stride=args.stride,
-        resolution=args.resolution,
-        ann=args.ann,
-        snn_width=args.snn_width,
-        snn_bn_stats=args.snn_bn_stats,
+    """The model train_step.py times (fused LIF, NCHW, no block checkpointing), a clip and labels."""
+    plain = argparse.Namespace(
+        **vars(args), lif_backend="fused", channels_last=False, checkpoint_activations=False
     )
-    model = ReSpike(cfg).train()
+    model = train_step.build_model(plain, torch.device("cpu"))
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution)
     labels = torch.randint(0, 101, (args.batch,))
     return model, clip, labels
@@ -286,13 +281,7 @@ def print_report(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--stride", type=int, default=4)
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--ann", default="resnet18")
-    p.add_argument("--snn-width", type=int, default=64)
-    p.add_argument("--snn-bn-stats", default="per_timestep", choices=["per_timestep", "folded"])
+    train_step.add_size_arguments(p)
     p.add_argument("--plain-autograd", action="store_true",
                    help="spike convs and average pools save what plain torch saves (models/memory.py)")
     p.add_argument("--threads", type=int, default=None)

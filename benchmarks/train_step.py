@@ -74,17 +74,39 @@ class _SpikeFn(torch.autograd.Function):
         return grad * (a / 2) / (1 + (torch.pi / 2 * a * x) ** 2), None
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_model(args: argparse.Namespace, device: torch.device) -> ReSpike:
+    cfg = ModelConfig(
+        num_classes=101,
+        frames=args.frames,
+        stride=args.stride,
+        resolution=args.resolution,
+        ann=args.ann,
+        snn_width=args.snn_width,
+        lif_backend=args.lif_backend,
+        snn_bn_stats=args.snn_bn_stats,
+    )
+    model = ReSpike(cfg).to(device).train()
+    model = model.to(memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
+    model.checkpoint_activations = args.checkpoint_activations
+    return model
+
+
+def add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """The configuration both train_step.py and train_memory.py measure (reference config by default)."""
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--stride", type=int, default=4)
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--ann", default="resnet18")
     p.add_argument("--snn-width", type=int, default=64)
-    p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
     p.add_argument("--snn-bn-stats", default="per_timestep", choices=["per_timestep", "folded"],
                    help="SNN BatchNorm training statistics (per_timestep: the authors')")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_size_arguments(p)
+    p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
     p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
@@ -101,24 +123,15 @@ def main() -> None:
                    help="--amp's dtype, forced (bf16: no scaler; warns on a CPU without native bf16)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ModelConfig(
-        num_classes=101,
-        frames=args.frames,
-        stride=args.stride,
-        resolution=args.resolution,
-        ann=args.ann,
-        snn_width=args.snn_width,
-        lif_backend=args.lif_backend,
-        snn_bn_stats=args.snn_bn_stats,
-    )
     device = torch.device(args.device)
-    model = ReSpike(cfg).to(device).train()
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    model.checkpoint_activations = args.checkpoint_activations
+    model = build_model(args, device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     amp_dtype = None  # --amp: train.amp auto's choice; --amp-dtype: forced (implies --amp)
     if args.amp or args.amp_dtype:

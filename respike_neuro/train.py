@@ -318,8 +318,8 @@ def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, floa
             ):
                 logits = r.model(c)
             loss = F.cross_entropy(logits.float(), y)
-            if t.lean_memory and r.device.type == "cpu":
-                release_free_heap()  # the backward pass starts from what is live (allocator.py)
+            if t.lean_memory and r.device.type == "cpu":  # backward starts from what is live
+                release_free_heap()
             r.scaler.scale(loss / t.accum_steps).backward()
         batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
     if t.grad_clip > 0:
