@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from respike_tests_helpers import lively_model
 
+from respike_neuro import train as train_mod
 from respike_neuro.checkpoint import load_checkpoint, load_model
-from respike_neuro.config import VARIANTS
+from respike_neuro.config import VARIANTS, TrainConfig
+from respike_neuro.models import memory
 from respike_neuro.train import ConfigError, build_run_config, lr_factor, main, make_parser, read_yaml, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +222,42 @@ def test_shipped_configs_parse(name):
     cfg = build_run_config(read_yaml(path), source=str(path))
     assert cfg.train.momentum == 0.9 and cfg.train.weight_decay == pytest.approx(1e-4)
     assert cfg.train.schedule == "cosine"
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_train_step_follows_lean_memory(monkeypatch, lean):
+    """train.lean_memory switches the lean backward and the heap trim together, and the step it
+    takes is the plain one's (tests/models/test_memory.py checks the gradients op by op)."""
+
+
+
+    seen = {"plain": [], "trims": 0}
+    real_plain = memory.plain_backward
+
+    def recording_plain(plain=True):
+        seen["plain"].append(plain)
+        return real_plain(plain)
+
+    monkeypatch.setattr(train_mod, "plain_backward", recording_plain)
+    monkeypatch.setattr(train_mod, "release_free_heap", lambda: seen.__setitem__("trims", seen["trims"] + 1))
+    steps = []
+    for lean_memory in (lean, not lean):
+        model = lively_model(seed=5).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        r = types.SimpleNamespace(
+            cfg=types.SimpleNamespace(train=TrainConfig(lean_memory=lean_memory, accum_steps=1)),
+            device=torch.device("cpu"),
+            model=model,
+            info=types.SimpleNamespace(enabled=False),
+            amp_dtype=None,
+            scaler=torch.amp.GradScaler("cuda", enabled=False),
+            optimizer=opt,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        )
+        clip = 0.5 * torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        batch, _ = train_mod.train_step(r, clip, [3, 7])
+        steps.append((batch, [p.detach().clone() for p in model.parameters()]))
+    assert seen["plain"] == [not lean, lean] and seen["trims"] == 1
+    np.testing.assert_allclose(steps[0][0], steps[1][0], rtol=1e-6)
+    for a, b in zip(steps[0][1], steps[1][1], strict=True):
+        torch.testing.assert_close(a, b)

@@ -1,10 +1,12 @@
-"""Training memory: BatchNorm-safe activation checkpointing, and lossless savings (below).
+"""Training memory: what the backward pass keeps, and BatchNorm-safe recomputation.
 
-The paper names training memory as ReSpike's main limitation. Recomputing each block in the
-backward pass instead of storing its activations trades ~30% compute for most of the activation
-memory. torch.utils.checkpoint re-runs the forward pass, which would update BatchNorm running
-statistics twice; during the recomputation BN momentum is set to 0 so the statistics stay exactly
-as one forward pass left them.
+The paper names training memory as ReSpike's main limitation. Two tools here:
+- the lean ops (below): keep less for backward with the gradients of plain autograd, and never run
+  a conv or a matmul twice; `train.lean_memory` (default on) and `plain_backward()` switch them;
+- `maybe_checkpoint`: recompute whole blocks, convs included (~30% slower, `train.checkpoint_activations`).
+torch.utils.checkpoint re-runs the forward pass, which would update BatchNorm running statistics
+twice; during a recomputation BN momentum is set to 0 so the statistics stay exactly as one
+forward pass left them.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def recompute_in_backward(fn: Any, x: torch.Tensor, norms: nn.Module) -> Any:
     )
 
 
-# -- lossless savings: what the backward pass keeps, without recomputing anything ------------------
+# -- the lean ops: what the backward pass keeps, at the gradients of plain autograd -------------------
 #
-# Three parts of the network save more for backward than their gradient needs:
+# Four parts of the network keep more for backward than their gradient needs:
 # - a conv whose input is spikes saves that input as float32, though every value is exactly 0 or 1:
 #   `spike_conv2d` keeps it as 1 byte (bool) and rebuilds the float tensor in backward, then calls
 #   the same aten convolution_backward the plain conv would: the gradients are bit-identical;
@@ -79,8 +81,10 @@ def recompute_in_backward(fn: Any, x: torch.Tensor, norms: nn.Module) -> Any:
 #   GELU(gate) and the product (16 D-wide values per token): `geglu_out` keeps [a, gate] (8 D) and
 #   recomputes GELU and the product in backward (elementwise; no matmul runs twice). Its output is
 #   bit for bit plain torch's, its gradients equal to float rounding (the weight gradient's sums
-#   may run in another order).
-# Both apply only where autograd records (training); elsewhere the plain ops run. `plain_backward()`
+#   may run in another order);
+# - LIF2 keeps its membrane though BN1 keeps the conv output it comes from: `recompute_in_backward`
+#   (used by snn.MSBlock) recomputes BN1 and LIF2 from that output in backward.
+# All apply only where autograd records (training); elsewhere the plain ops run. `plain_backward()`
 # switches them off (tests compare the two, benchmarks measure the difference).
 
 _LEAN = [True]
@@ -88,7 +92,7 @@ _LEAN = [True]
 
 @contextlib.contextmanager
 def plain_backward(plain: bool = True) -> Iterator[None]:
-    """Within the block, spike convs and average pools save what plain torch saves."""
+    """Within the block, the network keeps for backward what plain autograd keeps (no lean ops)."""
     saved = _LEAN[0]
     _LEAN[0] = not plain
     try:

@@ -109,7 +109,6 @@ class MSBlock(nn.Module):
             pooled = fold_time(pool, x)
         return out + conv_bn_sequence(unit, pooled, self.bn_stats)
 
-
     def _conv1_bn1_lif2(self, spikes: torch.Tensor) -> torch.Tensor:
         """LIF2(BN1(Conv1(spikes))). In training LIF2's membrane is not kept for backward: BN1 and
         LIF2 are recomputed there from the conv output, which BN1 keeps anyway (models/memory.py)."""
