@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 # ------------------------------------------------------------------------------------------- tiers
-# Markers (pyproject.toml): `lava` starts Lava processes (5-17 s each), `slow` is a long end-to-end run,
-# `signals` interrupts Lava runs. The fast tier is  pytest -m "not lava and not slow and not signals"
-# (make test-fast); `make test` runs everything.
+# Markers (pyproject.toml): `lava` starts Lava processes (5-17 s each), `slow` is a long end-to-end run
+# or a battery of CLI subprocesses, `signals` interrupts Lava runs. The fast tier is
+#   pytest -m "not lava and not slow and not signals"   (make test-fast); `make test` runs everything.
 # A test that starts Lava asks for the `children` fixture (it must check that no process is left
 # behind), so the fixture is what marks it.
 LAVA_FIXTURES = frozenset({"children"})

@@ -257,6 +257,7 @@ def test_fixed_agreement_benchmark_reports_margins(ckpt, capsys):
     assert "emulator backend only" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # subprocesses that import Lava
 @pytest.mark.parametrize(
     ("before", "expect"),
     [("mp.get_start_method()", "fork"), ("mp.set_start_method('spawn')", "needs the 'fork'")],

@@ -144,6 +144,7 @@ def test_a_finetuned_graph_can_be_finetuned_further(ckpt, tuned, tmp_path):
             assert np.array_equal(np.asarray(n.weight), np.asarray(b.nodes[k].weight)), k
 
 
+@pytest.mark.slow  # a training loop
 def test_narrow_weights_stay_on_their_grid(ckpt, tmp_path):
     """--weight-bits 3: every trained conv holds at most 8 distinct mantissas times a power of two."""
     out = tmp_path / "w3.nir"

@@ -33,6 +33,7 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # a training loop
 def test_ctrl_c_saves_last_pt_and_resume_labels_the_epoch(tmp_path, monkeypatch, capsys):
     reference = tmp_path / "ref"
     run(build_run_config(_cfg(reference), source="test"))

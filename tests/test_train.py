@@ -46,6 +46,7 @@ def step_losses(out: Path) -> list[float]:
     return [r["loss"] for r in lines if r["kind"] == "step"]
 
 
+@pytest.mark.slow  # a training loop
 def test_one_epoch_writes_outputs_and_repeats_exactly(tmp_path):
     summaries = [run(build_run_config(tiny(tmp_path / name), source="test")) for name in ("a", "b")]
     a = tmp_path / "a"

@@ -14,6 +14,7 @@ from respike_neuro.train import build_run_config, run
 TINY_MODEL = dict(num_classes=3, frames=4, stride=2, resolution=32, snn_width=8, fusion_pool=[1, 1, 1, 1])
 
 
+@pytest.mark.slow  # a training loop
 @pytest.mark.parametrize("dataset", ["ucf101", "hmdb51", "kinetics400"])
 def test_train_then_evaluate(dataset, request, tmp_path, capsys):
     root = request.getfixturevalue({"ucf101": "ucf_root", "hmdb51": "hmdb_root",

@@ -59,6 +59,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # end to end through the CLI: export, then validate against PyTorch
 def test_script_exports_and_validates_hybrid(tmp_path):
     ckpt = write_checkpoint(tmp_path / "hyb.pt", "hybrid")
     out = tmp_path / "hyb.nir"

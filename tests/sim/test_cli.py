@@ -47,6 +47,7 @@ def test_snn_only_file_and_hybrid_with_recorded_inputs(tmp_path):
     assert "run on the emulator backend (no Lava)" in r.stdout
 
 
+@pytest.mark.slow  # a battery of CLI subprocesses (each imports torch)
 def test_errors_are_one_line_and_nonzero(tmp_path):
     bad = tmp_path / "x.nir"
     bad.write_text("hello")
