@@ -14,7 +14,7 @@ run: setup
 test: setup
 	$(PY) -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
-# the fast tier (under 3 minutes): no Lava processes, no long end-to-end runs (see tests/conftest.py)
+# the fast tier (about 3 minutes on 2 cores): no Lava processes, no training loops (see tests/conftest.py)
 test-fast: setup
 	$(PY) -m pytest -q -m "not lava and not slow and not signals"
 
