@@ -22,7 +22,6 @@ with the module that created it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 import train_step  # benchmarks/train_step.py, beside this script
 
+from respike_neuro.allocator import allocated_mb
 from respike_neuro.models.hybrid import ReSpike
 from respike_neuro.models.memory import plain_backward
 
@@ -52,25 +52,6 @@ def proc_status() -> dict[str, float]:
     return out
 
 
-def malloc_in_use_mb() -> float | None:
-    """Bytes glibc's malloc has handed out and not taken back (mallinfo2), in MB; None elsewhere."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        info = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    info.restype = _MallInfo2
-    m = info()
-    return (m.uordblks + m.hblkhd) / MB
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-    ]
-
-
 def reset_peak() -> bool:
     """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs); False if not allowed."""
     try:
@@ -78,24 +59,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def region_modules(model: ReSpike) -> dict[str, list[torch.nn.Module]]:
-    """The modules whose calls end each region. The hybrid calls the SNN stages block by block, so a
-    stage's region ends with any of its blocks; the SNN stem is a method (tagged in tag_regions)."""
-    regions: dict[str, list[torch.nn.Module]] = {}
-    if model.ann is not None:
-        regions["ann.stem"] = [model.ann.stem]
-        for k, stage in enumerate(model.ann.stages):
-            regions[f"ann.stage{k + 1}"] = [stage]
-    if model.snn is not None:
-        for k, stage in enumerate(model.snn.stages):
-            regions[f"snn.stage{k + 1}"] = list(stage)
-    if model.fusions is not None:
-        for k, fusion in enumerate(model.fusions):
-            regions[f"fusion{k + 1}"] = [fusion]
-    regions["head"] = [model.head]
-    return regions
 
 
 def _walk(roots, stop):
@@ -125,7 +88,7 @@ def tag_regions(model: ReSpike) -> tuple[dict, list]:
         for node in _walk(_grad_fns(output), stop=lambda n: n in region_of):
             region_of[node] = name
 
-    for name, modules in region_modules(model).items():
+    for name, modules in model.regions().items():
         for module in modules:
             handles.append(module.register_forward_hook(lambda _m, _i, out, _n=name: claim(out, _n)))
     if model.snn is not None:
@@ -217,9 +180,9 @@ def measure(args: argparse.Namespace) -> dict:
     opt.zero_grad(set_to_none=True)
     phases = {"after warm-up step (model, momentum, allocator)": proc_status()}
     resettable = reset_peak()
-    before = malloc_in_use_mb()
+    before = allocated_mb()
     loss = torch.nn.functional.cross_entropy(model(clip), labels)
-    held = None if before is None else malloc_in_use_mb() - before
+    held = None if before is None else allocated_mb() - before
     phases["forward"] = proc_status()
     reset_peak()
     loss.backward()

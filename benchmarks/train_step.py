@@ -13,6 +13,7 @@ instead of folding time into the batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -21,12 +22,13 @@ import time
 
 import torch
 
-from respike_neuro.allocator import release_free_heap
+from respike_neuro.allocator import release_free_heap, release_heap_at
 from respike_neuro.config import ModelConfig
 from respike_neuro.devices import amp_dtype_for, cpu_bf16
 from respike_neuro.models.hybrid import ReSpike, branch_frames
 from respike_neuro.models.memory import plain_backward
 from respike_neuro.models.neuron import membrane_alpha
+from respike_neuro.sgd_in_backward import SGDInBackward
 
 
 def per_timestep_logits(model: ReSpike, clip: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--plain-autograd", action="store_true",
                    help="spike convs and average pools save what plain torch saves (models/memory.py)")
     p.add_argument("--keep-free-heap", action="store_true",
-                   help="skip malloc_trim between forward and backward (respike_neuro/allocator.py)")
+                   help="no malloc_trim between forward and backward (respike_neuro/allocator.py)")
+    p.add_argument("--heap-release-mb", type=float, default=0.0,
+                   help="train.heap_release_mb: also trim at stage edges above this much resident waste")
+    p.add_argument("--plain-step", action="store_true",
+                   help="optimizer.step() after backward, not SGD in it (respike_neuro/sgd_in_backward.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -148,16 +154,24 @@ def main() -> None:
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with plain_backward(args.plain_autograd):
+    trim = device.type == "cpu" and not args.keep_free_heap
+    in_backward = not (args.plain_step or scaler.is_enabled())
+    with contextlib.ExitStack() as lean:  # as respike_neuro.train does, its _lean_step
+        lean.enter_context(plain_backward(args.plain_autograd))
+        if device.type == "cpu" and args.heap_release_mb > 0:
+            edges = (m for ms in model.regions().values() for m in ms)
+            lean.enter_context(release_heap_at(edges, waste_mb=args.heap_release_mb))
+        if in_backward:
+            lean.enter_context(SGDInBackward(opt))
         for step in range(args.warmup + args.steps):
             t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                 loss = torch.nn.functional.cross_entropy(forward(clip), labels)
-            opt.zero_grad(set_to_none=True)
-            if device.type == "cpu" and not args.keep_free_heap:
-                release_free_heap()  # as respike_neuro.train does
+            if trim:
+                release_free_heap()
             scaler.scale(loss).backward()
-            scaler.step(opt)
+            scaler.step(opt)  # after SGDInBackward a no-op: no gradient is left
             scaler.update()
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -46,7 +46,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from respike_neuro.allocator import release_free_heap
+from respike_neuro.allocator import release_free_heap, release_heap_at
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
 from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
@@ -71,6 +71,7 @@ from respike_neuro.fileio import write_text_atomic
 from respike_neuro.metrics_log import JsonlLog
 from respike_neuro.models.memory import plain_backward
 from respike_neuro.run_files import StopRequest, check_ann_weights, resume_path, set_aside_earlier_results
+from respike_neuro.sgd_in_backward import SGDInBackward, fits_in_backward
 from respike_neuro.train_state import Run, TrainState, checkpoint_state, resume_from
 
 
@@ -308,30 +309,57 @@ def train_step(r: Run, clip: torch.Tensor, label: Any) -> tuple[np.ndarray, floa
     label = torch.as_tensor(label).to(r.device, non_blocking=True)
     r.optimizer.zero_grad(set_to_none=True)
     batch = np.zeros(3)
-    for m in range(t.accum_steps):
-        c, y = clip[m :: t.accum_steps], label[m :: t.accum_steps]
-        last = not r.info.enabled or m == t.accum_steps - 1
-        sync = contextlib.nullcontext() if last else r.model.no_sync()
-        with sync, plain_backward(not t.lean_memory):
-            with torch.autocast(
-                r.device.type, dtype=r.amp_dtype or torch.float32, enabled=r.amp_dtype is not None
-            ):
-                logits = r.model(c)
-            loss = F.cross_entropy(logits.float(), y)
-            if t.lean_memory and r.device.type == "cpu":  # backward starts from what is live
-                release_free_heap()
-            r.scaler.scale(loss / t.accum_steps).backward()
-        batch += (float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y))
+    with _lean_step(r):
+        for m in range(t.accum_steps):
+            batch += _micro_step(r, clip[m :: t.accum_steps], label[m :: t.accum_steps], m)
     if t.grad_clip > 0:
         r.scaler.unscale_(r.optimizer)
         torch.nn.utils.clip_grad_norm_(r.model.parameters(), t.grad_clip)
     lr = r.optimizer.param_groups[0]["lr"]
     scale = r.scaler.get_scale() if r.scaler.is_enabled() else 0.0
-    r.scaler.step(r.optimizer)
+    r.scaler.step(r.optimizer)  # after SGDInBackward: no gradients left, a no-op the scheduler expects
     r.scaler.update()
     if not r.scaler.is_enabled() or r.scaler.get_scale() >= scale:
         r.scheduler.step()  # not after a step fp16's GradScaler skipped (inf grads lower its scale)
     return batch, lr
+
+
+def _micro_step(r: Run, clip: torch.Tensor, label: torch.Tensor, m: int) -> np.ndarray:
+    """Forward and backward of micro-batch m: (loss * n, correct, n)."""
+    t = r.cfg.train
+    last = not r.info.enabled or m == t.accum_steps - 1
+    sync = contextlib.nullcontext() if last else r.model.no_sync()
+    with sync, plain_backward(not t.lean_memory):
+        dtype = r.amp_dtype or torch.float32
+        with torch.autocast(r.device.type, dtype=dtype, enabled=r.amp_dtype is not None):
+            logits = r.model(clip)
+        loss = F.cross_entropy(logits.float(), label)
+        if t.lean_memory and r.device.type == "cpu":  # backward starts from what is live
+            release_free_heap()
+        r.scaler.scale(loss / t.accum_steps).backward()
+    return np.array((float(loss.detach()) * len(label), float((logits.argmax(1) == label).sum()), len(label)))
+
+
+def _lean_step(r: Run) -> contextlib.ExitStack:
+    """The step-wide memory savers: with train.lean_memory the SGD update inside backward where the
+    step allows it (no gradient kept for optimizer.step(); tests/test_sgd_in_backward.py), and on a
+    CPU with train.heap_release_mb > 0 the heap trimmed at the edges of the network's pieces."""
+    stack = contextlib.ExitStack()
+    t = r.cfg.train
+    if r.device.type == "cpu" and t.heap_release_mb > 0:
+        edges = (m for ms in _unwrap(r.model).regions().values() for m in ms)
+        stack.enter_context(release_heap_at(edges, waste_mb=t.heap_release_mb))
+    fits, _ = fits_in_backward(
+        grad_clip=t.grad_clip, accum_steps=t.accum_steps, distributed=r.info.enabled,
+        grad_scaler=r.scaler.is_enabled(),
+    )
+    if t.lean_memory and fits:
+        stack.enter_context(SGDInBackward(r.optimizer))
+    return stack
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _log_steps(r: Run, st: TrainState, lr: float) -> None:

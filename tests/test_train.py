@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -146,6 +147,7 @@ def test_precedence_file_variant_cli(tmp_path):
         ({}, {"variant": "E10"}, r"unknown variant 'E10'"),
         ({}, {"train.amp": "fp8"}, r"train\.amp must be auto, off, fp16 or bf16"),
         ({}, {"data.frames": 8}, r"data\.frames=8 differs from model\.frames=4"),
+        ({}, {"train.heap_release_mb": -1}, r"train\.heap_release_mb must be >= 0, got -1"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, values, overrides, pattern):
@@ -227,11 +229,9 @@ def test_shipped_configs_parse(name):
 
 @pytest.mark.parametrize("lean", [True, False])
 def test_train_step_follows_lean_memory(monkeypatch, lean):
-    """train.lean_memory switches the lean backward and the heap trim together, and the step it
-    takes is the plain one's (tests/models/test_memory.py checks the gradients op by op)."""
-
-
-
+    """train.lean_memory switches the lean backward, the heap trim and the SGD update inside backward
+    together, and the two steps it takes are the plain ones (tests/models/test_memory.py checks the
+    gradients op by op, tests/test_sgd_in_backward.py the update)."""
     seen = {"plain": [], "trims": 0}
     real_plain = memory.plain_backward
 
@@ -241,10 +241,10 @@ def test_train_step_follows_lean_memory(monkeypatch, lean):
 
     monkeypatch.setattr(train_mod, "plain_backward", recording_plain)
     monkeypatch.setattr(train_mod, "release_free_heap", lambda: seen.__setitem__("trims", seen["trims"] + 1))
-    steps = []
+    runs = []
     for lean_memory in (lean, not lean):
         model = lively_model(seed=5).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
         r = types.SimpleNamespace(
             cfg=types.SimpleNamespace(train=TrainConfig(lean_memory=lean_memory, accum_steps=1)),
             device=torch.device("cpu"),
@@ -253,12 +253,43 @@ def test_train_step_follows_lean_memory(monkeypatch, lean):
             amp_dtype=None,
             scaler=torch.amp.GradScaler("cuda", enabled=False),
             optimizer=opt,
-            scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+            scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s)),
         )
-        clip = 0.5 * torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-        batch, _ = train_mod.train_step(r, clip, [3, 7])
-        steps.append((batch, [p.detach().clone() for p in model.parameters()]))
-    assert seen["plain"] == [not lean, lean] and seen["trims"] == 1
-    np.testing.assert_allclose(steps[0][0], steps[1][0], rtol=1e-6)
-    for a, b in zip(steps[0][1], steps[1][1], strict=True):
+        batches = []
+        for step in range(2):
+            clip = 0.5 * torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(step))
+            batches.append(train_mod.train_step(r, clip, [3, 7])[0])
+        grads_kept = [p.grad is not None for p in model.parameters()]
+        assert all(grads_kept) if not lean_memory else not any(grads_kept)  # SGD ran inside backward
+        runs.append((batches, [p.detach().clone() for p in model.parameters()]))
+    assert seen["plain"] == [not lean, not lean, lean, lean] and seen["trims"] == 2
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6)
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("heap_release_mb", [0.0, 96.0])
+def test_train_step_releases_heap_at_the_edges_only_when_asked(monkeypatch, heap_release_mb):
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(modules, *, waste_mb):
+        entered.append((len(list(modules)), waste_mb))
+        yield
+
+    monkeypatch.setattr(train_mod, "release_heap_at", recording)
+    model = lively_model(seed=5).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = types.SimpleNamespace(
+        cfg=types.SimpleNamespace(train=TrainConfig(heap_release_mb=heap_release_mb, accum_steps=1)),
+        device=torch.device("cpu"),
+        model=model,
+        info=types.SimpleNamespace(enabled=False),
+        amp_dtype=None,
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+    )
+    train_mod.train_step(r, 0.5 * torch.randn(2, 8, 3, 64, 64), [3, 7])
+    edges = sum(len(ms) for ms in model.regions().values())
+    assert entered == ([(edges, heap_release_mb)] if heap_release_mb else [])

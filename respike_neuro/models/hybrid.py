@@ -77,6 +77,25 @@ class ReSpike(nn.Module):
         """Per-sequence logits from pooled branch features (head input is [ANN, SNN])."""
         return self.head(torch.cat([v for v in (ann_vec, snn_vec) if v is not None], dim=-1))
 
+    def regions(self) -> dict[str, list[nn.Module]]:
+        """The modules whose calls end each piece of the network, by name, in forward order per branch.
+        The SNN stages run block by block, so a stage ends with any of its blocks; the SNN stem is a
+        method, not among them. benchmarks/train_memory.py books memory by these regions, and
+        training on a CPU releases freed heap at their edges (allocator.release_heap_at)."""
+        regions: dict[str, list[nn.Module]] = {}
+        if self.ann is not None:
+            regions["ann.stem"] = [self.ann.stem]
+            for k, stage in enumerate(self.ann.stages):
+                regions[f"ann.stage{k + 1}"] = [stage]
+        if self.snn is not None:
+            for k, stage in enumerate(self.snn.stages):
+                regions[f"snn.stage{k + 1}"] = list(stage)
+        if self.fusions is not None:
+            for k, fusion in enumerate(self.fusions):
+                regions[f"fusion{k + 1}"] = [fusion]
+        regions["head"] = [self.head]
+        return regions
+
     # -- whole forward --------------------------------------------------------------------------
     def check_clip(self, clip: torch.Tensor) -> None:
         cfg = self.cfg

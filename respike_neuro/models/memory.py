@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,7 +73,7 @@ def recompute_in_backward(fn: Any, x: torch.Tensor, norms: nn.Module) -> Any:
 #
 # Four parts of the network keep more for backward than their gradient needs:
 # - a conv whose input is spikes saves that input as float32, though every value is exactly 0 or 1:
-#   `spike_conv2d` keeps it as 1 byte (bool) and rebuilds the float tensor in backward, then calls
+#   `spike_conv2d` keeps it as 1 bit (`pack_bits`) and rebuilds the float tensor in backward, then calls
 #   the same aten convolution_backward the plain conv would: the gradients are bit-identical;
 # - AvgPool2d saves its whole input, though its backward reads only the input's shape (the MS-ResNet
 #   downsample shortcut, the fusion's pooling of the SNN map and of the ANN context): `avg_pool2d`
@@ -107,27 +108,55 @@ def lean_here(x: torch.Tensor) -> bool:
     return _LEAN[0] and recording and not torch.is_autocast_enabled(x.device.type)
 
 
+_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_bits(spikes: torch.Tensor, *, numpy: bool | None = None) -> torch.Tensor:
+    """A tensor of exact 0/1 values as bits, 8 to a byte, in row-major order (last byte zero-padded).
+    On the CPU (numpy=None) numpy's packbits does it, ~4x faster here than the same in torch ops."""
+    flat = spikes.reshape(-1).to(torch.bool)
+    if numpy or (numpy is None and flat.device.type == "cpu"):
+        return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
+    flat = F.pad(flat.to(torch.uint8), (0, -flat.numel() % 8))
+    return (flat.view(-1, 8) * _BITS.to(flat.device)).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(
+    packed: torch.Tensor, shape: torch.Size, stride: tuple[int, ...], dtype: torch.dtype, *,
+    numpy: bool | None = None,
+) -> torch.Tensor:
+    """pack_bits' inverse: a tensor of that shape, strides (memory format) and dtype."""
+    if numpy or (numpy is None and packed.device.type == "cpu"):
+        bits = torch.from_numpy(np.unpackbits(packed.numpy(), count=shape.numel(), bitorder="little"))
+    else:
+        bits = (packed.unsqueeze(1) & _BITS.to(packed.device)).ne(0).view(-1)[: shape.numel()]
+    out = torch.empty_strided(shape, stride, dtype=dtype, device=packed.device)
+    return out.copy_(bits.view(shape))
+
+
 class _SpikeConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spikes, weight, bias, stride, padding, dilation, groups):  # noqa: PLR0913
-        ctx.save_for_backward(spikes.to(torch.bool), weight)
-        ctx.conf = (stride, padding, dilation, groups, spikes.dtype, None if bias is None else bias.shape)
+        ctx.save_for_backward(pack_bits(spikes), weight)
+        ctx.spikes = (spikes.shape, spikes.stride(), spikes.dtype)
+        ctx.conf = (stride, padding, dilation, groups, None if bias is None else bias.shape)
         return F.conv2d(spikes, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad):
         packed, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, dtype, bias_shape = ctx.conf
+        stride, padding, dilation, groups, bias_shape = ctx.conf
         needs = ctx.needs_input_grad
         mask = [needs[0], needs[1], bias_shape is not None and needs[2]]
+        spikes = unpack_bits(packed, *ctx.spikes)
         gi, gw, gb = torch.ops.aten.convolution_backward(
-            grad, packed.to(dtype), weight, bias_shape, stride, padding, dilation, False, [0, 0], groups, mask
+            grad, spikes, weight, bias_shape, stride, padding, dilation, False, [0, 0], groups, mask
         )
         return gi, gw, gb, None, None, None, None
 
 
 def spike_conv2d(conv: nn.Conv2d, spikes: torch.Tensor) -> torch.Tensor:
-    """conv(spikes) for a 0/1 input; in training its saved input is 1 byte per value instead of 4.
+    """conv(spikes) for a 0/1 input; in training its saved input is 1 bit per value instead of 32.
 
     Only for a plain nn.Conv2d without hooks (a subclass or a hooked conv runs as itself)."""
     if (

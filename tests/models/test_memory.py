@@ -10,7 +10,7 @@ from respike_tests_helpers import lively_model
 from torch import nn
 
 from respike_neuro.models.fusion import GEGLU
-from respike_neuro.models.memory import avg_pool2d, plain_backward, spike_conv2d
+from respike_neuro.models.memory import avg_pool2d, pack_bits, plain_backward, spike_conv2d, unpack_bits
 from respike_neuro.models.neuron import LIF
 
 
@@ -32,9 +32,23 @@ def saved_bytes(fn, params=()) -> tuple[int, dict[torch.dtype, int]]:
     return out, sum(by_dtype.values()), by_dtype
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 8, 4, 4), (1,)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pack_bits_round_trip(shape, channels_last):
+    spikes = (torch.rand(shape, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    if channels_last and spikes.dim() == 4:
+        spikes = spikes.contiguous(memory_format=torch.channels_last)
+    packed = pack_bits(spikes)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-spikes.numel() // 8)
+    assert torch.equal(pack_bits(spikes, numpy=False), packed)  # the torch ops (GPUs) pack alike
+    for numpy in (True, False):
+        back = unpack_bits(packed, spikes.shape, spikes.stride(), spikes.dtype, numpy=numpy)
+        assert torch.equal(back, spikes) and back.stride() == spikes.stride()
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_spike_conv_equals_conv_and_keeps_one_byte(bias, channels_last):
+def test_spike_conv_equals_conv_and_keeps_one_bit(bias, channels_last):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 5, 3, stride=2, padding=1, bias=bias)
     spikes = (torch.rand(4, 6, 9, 9) > 0.7).float()
@@ -49,7 +63,7 @@ def test_spike_conv_equals_conv_and_keeps_one_byte(bias, channels_last):
         y.pow(2).sum().backward()
         grads.append((y, x.grad, conv.weight.grad.clone(), conv.bias.grad.clone() if bias else None))
         if lean:
-            assert set(by_dtype) == {torch.bool} and nbytes == spikes.numel()
+            assert set(by_dtype) == {torch.uint8} and nbytes == spikes.numel() // 8
         else:
             assert by_dtype[torch.float32] == 4 * spikes.numel()
     for a, b in zip(*grads):
@@ -140,11 +154,11 @@ def test_whole_model_same_spikes_logits_gradients_and_bn_statistics_with_less_sa
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     for (name, a), b in zip(plain.named_buffers(), lean.buffers()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # recomputing BN left them alone
-    packed = dtypes1.get(torch.bool, 0)
-    assert packed > 0  # spike conv inputs kept as 1 byte instead of 4, pooled inputs not at all
-    assert bytes1 <= bytes0 - 3 * packed
+    packed = dtypes1.get(torch.uint8, 0)
+    assert packed > 0  # spike conv inputs kept as 1 bit instead of 32, pooled inputs not at all
+    assert bytes1 <= bytes0 - 31 * packed
     if not watch_spikes:  # nor any LIF2 membrane (float32, as many values as LIF2's spikes)
-        assert bytes1 <= bytes0 - 3 * packed - 4 * _lif2_values(clip)
+        assert bytes1 <= bytes0 - 31 * packed - 4 * _lif2_values(clip)
 
 
 def _lif2_values(clip: torch.Tensor) -> int:
