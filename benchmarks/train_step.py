@@ -156,7 +156,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     trim = device.type == "cpu" and not args.keep_free_heap
     in_backward = not (args.plain_step or scaler.is_enabled())
-    with contextlib.ExitStack() as lean:  # as respike_neuro.train does, its _lean_step
+    with contextlib.ExitStack() as lean:  # as respike_neuro.train: around all steps of an epoch
         lean.enter_context(plain_backward(args.plain_autograd))
         if device.type == "cpu" and args.heap_release_mb > 0:
             edges = (m for ms in model.regions().values() for m in ms)

@@ -87,9 +87,8 @@ def release_heap_at(modules: Iterable[Any], *, waste_mb: float) -> Iterator[None
     """Within it, each of `modules` (torch modules) trims the heap after its forward call and when
     the backward pass reaches its output, if more than `waste_mb` of freed heap is resident.
 
-    Waste is resident - allocated - what is resident besides the heap (libraries, Python's own
-    arenas), the last measured on entry right after a trim. Yields nothing useful; a no-op where
-    glibc or /proc is missing."""
+    Waste is resident - allocated - what was resident outside the heap on entry (libraries, Python's
+    own arenas; measured right after a trim). A no-op where glibc or /proc is missing."""
     if _malloc_trim() is None or allocated_mb() is None or resident_mb() is None:
         yield
         return

@@ -94,7 +94,8 @@ def run(cfg: RunConfig, *, on_epoch_end: Callable[[dict[str, Any]], None] | None
     stop = StopRequest(enabled=r.info.is_main and not r.info.enabled)
     try:
         while st.epoch < t.epochs and not stopped:
-            stopped = train_one_epoch(r, st, stop)
+            with _heap_release(r):
+                stopped = train_one_epoch(r, st, stop)
             if st.epoch_step < r.steps_per_epoch:  # stopped mid-epoch by max_steps
                 break
             record = end_epoch(r, st)
@@ -340,22 +341,25 @@ def _micro_step(r: Run, clip: torch.Tensor, label: torch.Tensor, m: int) -> np.n
     return np.array((float(loss.detach()) * len(label), float((logits.argmax(1) == label).sum()), len(label)))
 
 
-def _lean_step(r: Run) -> contextlib.ExitStack:
-    """The step-wide memory savers: with train.lean_memory the SGD update inside backward where the
-    step allows it (no gradient kept for optimizer.step(); tests/test_sgd_in_backward.py), and on a
-    CPU with train.heap_release_mb > 0 the heap trimmed at the edges of the network's pieces."""
-    stack = contextlib.ExitStack()
+def _lean_step(r: Run) -> contextlib.AbstractContextManager:
+    """With train.lean_memory, the SGD update inside backward where the step allows it: no gradient is
+    kept for optimizer.step() (tests/test_sgd_in_backward.py)."""
     t = r.cfg.train
-    if r.device.type == "cpu" and t.heap_release_mb > 0:
-        edges = (m for ms in _unwrap(r.model).regions().values() for m in ms)
-        stack.enter_context(release_heap_at(edges, waste_mb=t.heap_release_mb))
     fits, _ = fits_in_backward(
         grad_clip=t.grad_clip, accum_steps=t.accum_steps, distributed=r.info.enabled,
         grad_scaler=r.scaler.is_enabled(),
     )
-    if t.lean_memory and fits:
-        stack.enter_context(SGDInBackward(r.optimizer))
-    return stack
+    return SGDInBackward(r.optimizer) if t.lean_memory and fits else contextlib.nullcontext()
+
+
+def _heap_release(r: Run) -> contextlib.AbstractContextManager:
+    """On a CPU with train.heap_release_mb > 0, the heap trimmed at the edges of the network's pieces
+    during an epoch's steps. Entered once per epoch: entered per step (a trim and a new baseline each
+    time) it measured slower and no leaner (1.30x vs 1.10x the authors' time, 0.59x vs 0.55x memory)."""
+    if r.device.type != "cpu" or r.cfg.train.heap_release_mb <= 0:
+        return contextlib.nullcontext()
+    edges = (m for ms in _unwrap(r.model).regions().values() for m in ms)
+    return release_heap_at(edges, waste_mb=r.cfg.train.heap_release_mb)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

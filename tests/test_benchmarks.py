@@ -79,3 +79,15 @@ def test_train_memory_breakdown_names_every_region_and_the_spike_savings(capsys)
     }
     bench.print_report(reports[False])
     assert "by region:" in capsys.readouterr().out
+
+
+def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
+    bench = _load("train_step")
+    tiny = ["train_step.py", "--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1",
+            "--steps", "1", "--json"]
+    for extra in ([], ["--heap-release-mb", "1"], ["--plain-step", "--plain-autograd", "--keep-free-heap"]):
+        monkeypatch.setattr(sys, "argv", tiny + extra)
+        bench.main()
+        result = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert result["s_per_step"] > 0 and result["peak_rss_mb"] > 0
+        assert result["config"]["heap_release_mb"] == (1.0 if extra[:1] == ["--heap-release-mb"] else 0.0)
