@@ -12,7 +12,7 @@ Prints, for one SGD step in fp32:
   (ANN stem/stages, SNN stem/stages, fusion k, head) and by kind (the backward node that saved
   it, e.g. ConvolutionBackward0 for a conv input, _LIFSequenceBackward for a membrane), each
   storage counted once, and how many of the bytes convs keep as their input are float tensors of
-  exactly 0/1 (spikes: 1 byte would do).
+  exactly 0/1 (spikes: 1 bit would do).
 
 The graph is read by walking it from the loss: every node's `_saved_*` tensors (builtin ops) or
 `saved_tensors` (custom Functions); regions are given by forward hooks that tag each new node

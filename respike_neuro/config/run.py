@@ -159,7 +159,7 @@ class TrainConfig:
         default=0.0,
         metadata=_help(
             "CPU: also trim the C heap at each stage's edges when more than this many MB of freed memory "
-            "is resident (0: off). 128: 0.55x the authors' peak, steps ~1.2x slower (README)"
+            "is resident (0: off). 128: 0.55-0.58x the authors' peak, steps 1.1-1.25x slower (README)"
         ),
     )
     progress: bool = field(default=True, metadata=_help("tqdm progress bars"))

@@ -52,7 +52,7 @@ def conv_bn_sequence(
 
     In training with bn_stats="per_timestep" the BN normalises each timestep with its own batch
     statistics; otherwise time is folded into the batch for the whole unit. `spikes`: x is 0/1, so
-    in training the conv keeps its input for backward as 1 byte per value (models/memory.py).
+    in training the conv keeps its input for backward as 1 bit per value (models/memory.py).
     """
     if isinstance(unit, ConvBN) and unit[1].training:
         conv, bn = unit
