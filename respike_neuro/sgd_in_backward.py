@@ -32,6 +32,11 @@ class SGDInBackward:
     def __init__(self, optimizer: torch.optim.SGD) -> None:
         if type(optimizer) is not torch.optim.SGD:
             raise TypeError(f"SGDInBackward needs a torch.optim.SGD, got {type(optimizer).__name__}")
+        for option in ("fused", "differentiable"):
+            if any(group.get(option) for group in optimizer.param_groups):
+                raise ValueError(
+                    f"SGDInBackward runs torch's single-tensor SGD: {option}=True would not be honoured"
+                )
         self.optimizer = optimizer
         self.handles = [
             p.register_post_accumulate_grad_hook(self._step_one(i))

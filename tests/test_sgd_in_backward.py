@@ -82,9 +82,12 @@ def test_no_scheduler_warning_and_removal_restores_the_plain_step():
     assert model.weight.grad is not None  # kept for optimizer.step() again
 
 
-def test_other_optimizers_are_refused():
+def test_other_optimizers_and_options_are_refused():
+    params = list(torch.nn.Linear(2, 2).parameters())
     with pytest.raises(TypeError, match="needs a torch.optim.SGD, got Adam"):
-        SGDInBackward(torch.optim.Adam(torch.nn.Linear(2, 2).parameters()))
+        SGDInBackward(torch.optim.Adam(params))
+    with pytest.raises(ValueError, match="differentiable=True would not be honoured"):
+        SGDInBackward(torch.optim.SGD(params, lr=0.1, differentiable=True))
 
 
 @pytest.mark.parametrize(
