@@ -27,7 +27,8 @@ _sgd = importlib.import_module("torch.optim.sgd").sgd  # torch.optim's package n
 
 class SGDInBackward:
     """While installed, backward() updates every parameter of `optimizer` and sets its .grad to None;
-    the caller skips optimizer.step(). `remove()` (or leaving the `with`) restores the plain step."""
+    optimizer.step() afterwards finds no gradient and does nothing (calling it keeps LR schedulers
+    content). `remove()` (or leaving the `with`) restores the plain step."""
 
     def __init__(self, optimizer: torch.optim.SGD) -> None:
         if type(optimizer) is not torch.optim.SGD:
