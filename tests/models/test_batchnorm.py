@@ -75,3 +75,33 @@ def test_conv_bn_sequence_modes():
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError, match=r"expected \(T, N, 5, H, W\)"):
         batch_norm_per_timestep(_bn(0.1), torch.zeros(2, 3, 4, 5, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["float32", "channels_last", "no_affine", "no_running_stats", "bf16_autocast"])
+def test_bit_for_bit_one_bn_call_per_timestep(kind):
+    """The per-step kernels give exactly what T nn.BatchNorm2d calls give: outputs, input gradients,
+    running statistics; weight and bias gradients to the order of their sum over t."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(8, affine=kind != "no_affine", track_running_stats=kind != "no_running_stats")
+    loop_bn = copy.deepcopy(bn)
+    x = torch.randn(3, 4, 8, 6, 7)
+    if kind == "channels_last":  # every frame NHWC, as train.channels_last lays them out
+        x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    x.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16_autocast"):
+        h = x.to(torch.bfloat16) if kind == "bf16_autocast" else x
+        ours = batch_norm_per_timestep(bn, h)
+        loop = torch.stack([loop_bn(h[t]) for t in range(3)])
+    assert ours.dtype == loop.dtype and ours.stride() == h.stride()
+    assert torch.equal(ours, loop)
+    w = torch.randn_like(ours)  # laid out as the activations, as a real gradient is
+    params = [p for p in (bn.weight, bn.bias) if p is not None]
+    loop_params = [p for p in (loop_bn.weight, loop_bn.bias) if p is not None]
+    g_ours = torch.autograd.grad((ours * w).sum(), [x, *params])
+    g_loop = torch.autograd.grad((loop * w).sum(), [x, *loop_params])
+    assert torch.equal(g_ours[0], g_loop[0])
+    for a, b in zip(g_ours[1:], g_loop[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    if bn.track_running_stats:
+        assert torch.equal(bn.running_mean, loop_bn.running_mean)
+        assert torch.equal(bn.running_var, loop_bn.running_var)
