@@ -63,8 +63,8 @@ class _BatchNormPerStep(torch.autograd.Function):
                 grad_out[t], x[t], weight, None, None, save_mean[t], save_invstd[t], True, ctx.eps,
                 [True, True, True], out0=grad_x[t], out1=grad_w[t], out2=grad_b[t],
             )  # fmt: skip
-        affine = weight is not None
-        return grad_x, grad_w.sum(0) if affine else None, grad_b.sum(0) if affine else None, None, None, None, None
+        grad_params = (grad_w.sum(0), grad_b.sum(0)) if weight is not None else (None, None)
+        return grad_x, *grad_params, None, None, None, None
 
 
 def batch_norm_per_timestep(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,9 @@ def test_rejects_wrong_shapes():
         batch_norm_per_timestep(_bn(0.1), torch.zeros(2, 3, 4, 5, 5, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("kind", ["float32", "channels_last", "no_affine", "no_running_stats", "bf16_autocast"])
+@pytest.mark.parametrize(
+    "kind", ["float32", "channels_last", "no_affine", "no_running_stats", "bf16_autocast"]
+)
 def test_bit_for_bit_one_bn_call_per_timestep(kind):
     """The per-step kernels give exactly what T nn.BatchNorm2d calls give: outputs, input gradients,
     running statistics; weight and bias gradients to the order of their sum over t."""
