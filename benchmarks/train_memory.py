@@ -92,14 +92,15 @@ def tag_regions(model: ReSpike) -> tuple[dict, list]:
         for module in modules:
             handles.append(module.register_forward_hook(lambda _m, _i, out, _n=name: claim(out, _n)))
     if model.snn is not None:
-        stem = model.snn.forward_stem
+        stem = model.snn.forward_stem_spikes  # the stem and stage 1's first LIF
 
         def tagged_stem(frames):
-            out = stem(frames)
-            claim(out, "snn.stem")
-            return out
+            x, spikes = stem(frames)
+            claim(x, "snn.stem")
+            claim(spikes, "snn.stem")
+            return x, spikes
 
-        model.snn.forward_stem = tagged_stem
+        model.snn.forward_stem_spikes = tagged_stem
     return region_of, handles
 
 
@@ -229,7 +230,7 @@ def print_report(r: dict) -> None:
     print(
         f"saved for backward, as the graph hands them out: {g['total_mb']:.0f} MB "
         f"(of which conv inputs of exactly-0/1 floats: {g['binary_0_1_mb']:.0f} MB); this counts\n"
-        "  what is recomputed in backward (BN1 + LIF2 of each block) as if it were kept"
+        "  what is recomputed in backward (the stems, BN1 + LIF2 of each block) as if it were kept"
     )
     print("  by region:")
     for region, mb in g["by_region_mb"].items():

@@ -18,7 +18,7 @@ from respike_neuro.config import ModelConfig
 from respike_neuro.data.clips import segment_clip, split_key_residual
 from respike_neuro.models.ann import ResNetStages
 from respike_neuro.models.fusion import CrossAttentionFusion
-from respike_neuro.models.memory import maybe_checkpoint
+from respike_neuro.models.memory import maybe_checkpoint, recompute_stem
 from respike_neuro.models.neuron import make_lif
 from respike_neuro.models.snn import MSResNet
 
@@ -62,7 +62,10 @@ class ReSpike(nn.Module):
     # -- the pieces, also used one by one by the host side of the Lava bridge ---------------------
     def encode_ann(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """(M, 3, H, W) -> four stage feature maps (M, C_k, H_k, W_k)."""
-        x = maybe_checkpoint(self.checkpoint_activations, self.ann.stem, frames)
+        if self.checkpoint_activations:
+            x = maybe_checkpoint(True, self.ann.stem, frames)
+        else:
+            x = recompute_stem(self.ann.stem, frames)
         features = []
         for stage in self.ann.stages:
             x = maybe_checkpoint(self.checkpoint_activations, stage, x)
@@ -121,10 +124,10 @@ class ReSpike(nn.Module):
         if self.snn is not None:
             frames = branch_frames(clip, cfg.stride, cfg.inputs, "snn")  # (B, N, T, 3, H, W)
             n, t = frames.shape[1:3]
-            x = self.snn.forward_stem(frames.flatten(0, 1).transpose(0, 1))
+            x, spikes = self.snn.forward_stem_spikes(frames.flatten(0, 1).transpose(0, 1))
             for k, stage in enumerate(self.snn.stages):
                 for block in stage:
-                    x = maybe_checkpoint(self.checkpoint_activations, block, x)
+                    x, spikes = maybe_checkpoint(self.checkpoint_activations, block, x, spikes), None
                 if self.fusions is not None:
                     context = self._context_per_step(ann_feats[k], f, t)
                     x = self.fuse(k, x.flatten(0, 1), context).view_as(x)

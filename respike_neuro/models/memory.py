@@ -58,15 +58,29 @@ def maybe_checkpoint(enabled: bool, module: nn.Module, *args: Any) -> Any:
 
 def recompute_in_backward(fn: Any, x: torch.Tensor, norms: nn.Module) -> Any:
     """fn(x) keeping only x for backward: fn's own activations are recomputed there. For cheap
-    elementwise work (a BatchNorm and a neuron), never for convs; `norms` holds the BatchNorms fn
-    updates, whose statistics stay as the one forward pass left them."""
+    elementwise work (a BatchNorm and a neuron) and the stems (`recompute_stem`), never for other
+    convs; `norms` holds the BatchNorms fn updates, whose statistics stay as the one forward pass
+    left them."""
     return checkpoint(
         fn,
         x,
         use_reentrant=False,
-        preserve_rng_state=False,  # BN and LIF draw no random numbers
+        preserve_rng_state=False,  # BN, LIF, ReLU and pooling draw no random numbers
         context_fn=lambda: (contextlib.nullcontext(), _FrozenBNStatistics(norms)),
     )
+
+
+def recompute_stem(stem: nn.Module, frames: torch.Tensor, fn: Any = None) -> Any:
+    """(fn or stem)(frames), fn: the stem and elementwise work on its output; in training only the
+    frames are kept for backward.
+
+    A stem's output is the widest map of its branch (64 channels at H/2: 38 MB for the SNN, 13 MB
+    for the ANN at the reference config, plus the ANN's ReLU output and max-pool indices), while its
+    conv, with 3 input channels, is the cheapest to run again (~2 % of a step's conv time)."""
+    fn = stem if fn is None else fn
+    if stem.training and lean_here(frames, *stem.parameters()):
+        return recompute_in_backward(fn, frames, stem)
+    return fn(frames)
 
 
 # -- the lean ops: what the backward pass keeps, at the gradients of plain autograd -------------------
@@ -102,9 +116,10 @@ def plain_backward(plain: bool = True) -> Iterator[None]:
         _LEAN[0] = saved
 
 
-def lean_here(x: torch.Tensor) -> bool:
-    """Whether the lean ops apply to x: autograd records it, no autocast, not plain_backward()."""
-    recording = torch.is_grad_enabled() and x.requires_grad
+def lean_here(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """Whether the lean ops apply to x (an op on x and `params`): autograd records it, no autocast,
+    not plain_backward()."""
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
     return _LEAN[0] and recording and not torch.is_autocast_enabled(x.device.type)
 
 

@@ -22,7 +22,13 @@ import torch
 from torch import nn
 
 from respike_neuro.models.batchnorm import BN_STATS, batch_norm_per_timestep
-from respike_neuro.models.memory import avg_pool2d, lean_here, recompute_in_backward, spike_conv2d
+from respike_neuro.models.memory import (
+    avg_pool2d,
+    lean_here,
+    recompute_in_backward,
+    recompute_stem,
+    spike_conv2d,
+)
 from respike_neuro.models.neuron import LIF
 
 NeuronFactory = Callable[[], LIF]
@@ -97,8 +103,9 @@ class MSBlock(nn.Module):
             pool = nn.AvgPool2d(stride) if stride != 1 else nn.Identity()
             self.shortcut = nn.Sequential(pool, ConvBN(c_in, c_out, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._conv1_bn1_lif2(self.lif1(x))
+    def forward(self, x: torch.Tensor, spikes: torch.Tensor | None = None) -> torch.Tensor:
+        """`spikes`: LIF1(x), where the caller has it already (MSResNet.forward_stem_spikes)."""
+        out = self._conv1_bn1_lif2(self.lif1(x) if spikes is None else spikes)
         out = conv_bn_sequence(self.conv2, out, self.bn_stats, spikes=True)
         if self.shortcut is None:
             return out + x
@@ -151,10 +158,23 @@ class MSResNet(nn.Module):
 
     def forward_stem(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, N, 3, H, W) real-valued frames -> (T, N, width, H/2, W/2)."""
-        return conv_bn_sequence(self.stem, frames, self.bn_stats)
+        return recompute_stem(self.stem, frames, partial(conv_bn_sequence, self.stem, bn_stats=self.bn_stats))
+
+    def forward_stem_spikes(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stem's output x and the first block's LIF1(x), its input spikes. In training the two
+        are recomputed together from the frames in backward, so neither the stem's BN input nor
+        that LIF's membrane (each as wide as x) is kept."""
+        lif = self.stages[0][0].lif1
+
+        def stem_spikes(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x = conv_bn_sequence(self.stem, f, self.bn_stats)
+            return x, lif(x)
+
+        return recompute_stem(self.stem, frames, stem_spikes)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stem(frames)
+        x, spikes = self.forward_stem_spikes(frames)
         for stage in self.stages:
-            x = stage(x)
+            for block in stage:
+                x, spikes = block(x, spikes), None
         return x
