@@ -22,7 +22,12 @@ import time
 
 import torch
 
-from respike_neuro.allocator import release_free_heap, release_heap_at
+from respike_neuro.allocator import (
+    lean_heap_active,
+    release_free_heap,
+    release_heap_at,
+    restart_with_lean_heap,
+)
 from respike_neuro.config import ModelConfig
 from respike_neuro.devices import amp_dtype_for, cpu_bf16
 from respike_neuro.models.hybrid import ReSpike, branch_frames
@@ -118,6 +123,9 @@ def parse_args() -> argparse.Namespace:
                    help="no malloc_trim between forward and backward (respike_neuro/allocator.py)")
     p.add_argument("--heap-release-mb", type=float, default=0.0,
                    help="train.heap_release_mb: also trim at stage edges above this much resident waste")
+    p.add_argument("--lean-heap", action="store_true",
+                   help="train.lean_heap: restart with glibc's blocks >= 2 MB mapped in huge pages "
+                   "(respike_neuro/allocator.py)")
     p.add_argument("--plain-step", action="store_true",
                    help="optimizer.step() after backward, not SGD in it (respike_neuro/sgd_in_backward.py)")
     p.add_argument("--steps", type=int, default=5)
@@ -134,6 +142,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.lean_heap:
+        restart_with_lean_heap()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -183,6 +193,7 @@ def main() -> None:
         f"torch {torch.__version__}",
         "precision": str(amp_dtype).removeprefix("torch.") if args.amp else "float32",
         "cpu_bf16": cpu_bf16()[1],
+        "lean_heap": lean_heap_active(),
         "s_per_step": sum(times) / len(times),
         "clips_per_s": args.batch / (sum(times) / len(times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

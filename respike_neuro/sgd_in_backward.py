@@ -53,17 +53,22 @@ class SGDInBackward:
             state = self.optimizer.state[p]
             momentum = [state.get("momentum_buffer")]
             with torch.no_grad():
+                # sgd's first two operations, -grad and grad + weight_decay * p, done in place on the
+                # gradient, which is dropped below: the same values without a parameter-sized copy
+                grad = p.grad.neg_() if group["maximize"] else p.grad
+                if group["weight_decay"] != 0:
+                    grad.add_(p, alpha=group["weight_decay"])
                 _sgd(
                     [p],
-                    [p.grad],
+                    [grad],
                     momentum,
                     foreach=False,
-                    weight_decay=group["weight_decay"],
+                    weight_decay=0.0,
                     momentum=group["momentum"],
                     lr=group["lr"],
                     dampening=group["dampening"],
                     nesterov=group["nesterov"],
-                    maximize=group["maximize"],
+                    maximize=False,
                 )
             if group["momentum"] != 0:
                 state["momentum_buffer"] = momentum[0]

@@ -73,7 +73,7 @@ class _LIFSequence(torch.autograd.Function):
             membrane[t].add_(torch.where(prev > threshold, 0.0, prev), alpha=beta)
         ctx.save_for_backward(membrane)
         ctx.constants = (beta, threshold, alpha)
-        return (membrane > threshold).to(current.dtype)
+        return torch.gt(membrane, threshold, out=torch.empty_like(membrane))  # no bool temporary
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
