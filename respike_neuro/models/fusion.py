@@ -10,7 +10,8 @@ heads = C / 32, dim_head = 32, no biases on q/k/v, no norm on the context, no po
 "Downsample" variant: the SNN map and the ANN context are AvgPool(p)-ed first and the fused map
 is bilinearly upsampled by p after (p = 4, 2, 1, 1 at 224^2), so each stage attends over at most
 196 tokens. The whole fused output is upsampled, exactly as the authors do.
-The same ANN context (the segment's key frame) serves every timestep of the segment.
+The same ANN context (the segment's key frame) serves every timestep of the segment: its keys and
+values are computed once, and the segment's timesteps attend to them as one sequence of queries.
 """
 
 from __future__ import annotations
@@ -39,17 +40,34 @@ class Attention(nn.Module):
         return x.view(n, length, self.heads, -1).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
-        q, k, v = (
-            self.split_heads(f(s)) for f, s in ((self.to_q, x), (self.to_k, context), (self.to_v, context))
-        )
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        """x (S*M, L, D) and context (M, L', D') or None (self-attention): the S timesteps of sequence m
+        (rows s*M + m, time-major) attend to context m as one query sequence of S*L tokens, the same
+        softmax per query as S copies of the context would give, with keys and values computed once."""
+        if context is None:
+            q, k, v = (self.split_heads(f(x)) for f in (self.to_q, self.to_k, self.to_v))
+            return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+        s, (m, length) = timesteps(x, context), (context.shape[0], x.shape[1])
+        queries = self.to_q(x).view(s, m, length, -1).transpose(0, 1).reshape(m, s * length, -1)
+        q, k, v = (self.split_heads(t) for t in (queries, self.to_k(context), self.to_v(context)))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (M, S*L, heads, head_dim)
+        out = out.reshape(m, s, length, -1).transpose(0, 1).reshape(s * m, length, -1)
+        return self.to_out(out)
 
     def attention_map(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Softmax weights (N, heads, L_query, L_context), for visualisation."""
+        """Softmax weights (S*M, heads, L_query, L_context), for visualisation."""
+        context = context.repeat(timesteps(x, context), 1, 1)
         q, k = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context))
         return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def timesteps(x: torch.Tensor, context: torch.Tensor) -> int:
+    """S for an SNN input of S*M rows (time-major) and a context of M rows, one per sequence."""
+    if context.shape[0] == 0 or x.shape[0] % context.shape[0]:
+        raise ValueError(
+            f"fusion: the SNN input's {x.shape[0]} rows are not whole timesteps of the context's "
+            f"{context.shape[0]} sequences"
+        )
+    return x.shape[0] // context.shape[0]
 
 
 class GEGLU(nn.Module):
@@ -77,7 +95,8 @@ class TransformerBlock(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """Fuses one SNN stage output (N, C, H, W) with ANN features (N, C_ann, H', W')."""
+    """Fuses one SNN stage output (S*N, C, H, W), S timesteps time-major, with ANN features
+    (N, C_ann, H', W'): each sequence's context serves all its timesteps (S = 1: one each)."""
 
     def __init__(self, channels: int, context_channels: int, *, head_dim: int = 32, pool: int = 1) -> None:
         super().__init__()
@@ -98,11 +117,12 @@ class CrossAttentionFusion(nn.Module):
         return x, context.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or context.dim() != 4 or x.shape[0] != context.shape[0]:
+        if x.dim() != 4 or context.dim() != 4:
             raise ValueError(
-                f"fusion expects x (N, C, H, W) and context (N, C_ann, H', W'), got "
+                f"fusion expects x (S*N, C, H, W) and context (N, C_ann, H', W'), got "
                 f"{tuple(x.shape)} and {tuple(context.shape)}"
             )
+        timesteps(x, context)
         x, ctx = self.tokens(x, context)
         n, _, h, w = x.shape
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)

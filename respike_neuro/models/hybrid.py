@@ -129,7 +129,7 @@ class ReSpike(nn.Module):
                 for block in stage:
                     x, spikes = maybe_checkpoint(self.checkpoint_activations, block, x, spikes), None
                 if self.fusions is not None:
-                    context = self._context_per_step(ann_feats[k], f, t)
+                    context = self._context_per_step(ann_feats[k], f)
                     x = self.fuse(k, x.flatten(0, 1), context).view_as(x)
             snn_vec = x.mean(0).mean((-2, -1))  # (B*N, C)
         if self.ann is not None and snn_vec is None:
@@ -139,14 +139,16 @@ class ReSpike(nn.Module):
         return self.classify(ann_vec, snn_vec).view(b, -1, cfg.num_classes)
 
     @staticmethod
-    def _context_per_step(features: torch.Tensor, frames: int, steps: int) -> torch.Tensor:
-        """ANN features (M*F, C, h, w) laid out like the time-folded SNN map (T*M, C, h, w).
+    def _context_per_step(features: torch.Tensor, frames: int) -> torch.Tensor:
+        """ANN features (M*F, C, h, w) as the fusion's context for the time-folded SNN map (T*M, ...).
 
-        F = 1: the segment's key frame serves every timestep; F = T ("all"): frame t serves step t.
+        F = 1: the segment's key frame serves every timestep, (M, C, h, w) as they are (the fusion
+        attends with all T steps of a segment at once); F = T ("all"): frame t serves step t,
+        laid out time-major (T*M, C, h, w).
         """
-        per_seq = features.view(-1, frames, *features.shape[1:]).transpose(0, 1)  # (F, M, C, h, w)
         if frames == 1:
-            per_seq = per_seq.expand(steps, *per_seq.shape[1:])
+            return features
+        per_seq = features.view(-1, frames, *features.shape[1:]).transpose(0, 1)  # (F, M, C, h, w)
         return per_seq.reshape(-1, *features.shape[1:])
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:

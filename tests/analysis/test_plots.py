@@ -100,7 +100,8 @@ def test_cross_attention_maps_are_the_weights_the_model_used(model, tmp_path):
     np.testing.assert_allclose(res["maps"].sum(-1), 1.0, atol=1e-5)
     # rebuild the module's output from the returned per-head weights (undoing the reshape)
     heads = torch.from_numpy(res["heads"]).permute(2, 0, 1, 3, 4, 5).reshape(t * b * n, -1, lq, lk)
-    v = attn.split_heads(attn.to_v(seen["ctx"]))
+    assert seen["ctx"].shape[0] == b * n  # one context per segment serves its t timesteps
+    v = attn.split_heads(attn.to_v(seen["ctx"].repeat(t, 1, 1)))
     rebuilt = attn.to_out((heads @ v).transpose(1, 2).flatten(2))
     torch.testing.assert_close(rebuilt, seen["out"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(res["logits"], model(clips).detach().numpy(), rtol=1e-5, atol=1e-6)
