@@ -46,7 +46,12 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from respike_neuro.allocator import release_free_heap, release_heap_at
+from respike_neuro.allocator import (
+    lean_heap_unavailable,
+    release_free_heap,
+    release_heap_at,
+    restart_with_lean_heap,
+)
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
 from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
@@ -498,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
+    if argv is None:  # a command, not a call from Python: the process is ours to restart
+        _lean_heap(cfg)
     try:
         return guarded(
             lambda: _train_and_report(cfg),
@@ -509,6 +516,17 @@ def main(argv: list[str] | None = None) -> int:
         from respike_neuro.distributed import cleanup_distributed
 
         cleanup_distributed()
+
+
+def _lean_heap(cfg: RunConfig) -> None:
+    """train.lean_heap on a CPU: restart this command with glibc's lean-heap tunables
+    (allocator.restart_with_lean_heap), or say in one line why the system cannot give it."""
+    if not cfg.train.lean_heap or resolve_device(cfg.train.device).type != "cpu":
+        return
+    why_not = lean_heap_unavailable()
+    if why_not is not None:
+        print(f"train.lean_heap: not available here ({why_not}); glibc's default heap", file=sys.stderr)
+    restart_with_lean_heap()
 
 
 def _train_and_report(cfg: RunConfig) -> int:

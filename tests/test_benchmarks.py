@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+from respike_neuro import allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,9 +89,21 @@ def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
     bench = _load("train_step")
     tiny = ["train_step.py", "--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1",
             "--steps", "1", "--json"]
-    for extra in ([], ["--heap-release-mb", "1"], ["--plain-step", "--plain-autograd", "--keep-free-heap"]):
+    settings = ([], ["--heap-release-mb", "1"], ["--plain-step", "--plain-autograd", "--keep-free-heap"])
+    for extra in settings:
         monkeypatch.setattr(sys, "argv", tiny + extra)
         bench.main()
         result = json.loads(capsys.readouterr().out.splitlines()[-1])
         assert result["s_per_step"] > 0 and result["peak_rss_mb"] > 0
         assert result["config"]["heap_release_mb"] == (1.0 if extra[:1] == ["--heap-release-mb"] else 0.0)
+        assert result["lean_heap"] is False
+
+
+def test_train_step_restarts_itself_with_the_lean_heap():
+    """--lean-heap re-executes the benchmark with glibc's tunables (where the system has them)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--frames", "8", "--resolution", "64",
+           "--snn-width", "8", "--threads", "1", "--steps", "1", "--json", "--lean-heap"]
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=True).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["lean_heap"] is (allocator.lean_heap_unavailable() is None)

@@ -290,3 +290,21 @@ def test_heap_release_at_the_edges_only_when_asked(monkeypatch, heap_release_mb,
         pass
     edges = sum(len(ms) for ms in model.regions().values())
     assert entered == ([(edges, heap_release_mb)] if heap_release_mb and device == "cpu" else [])
+
+
+@pytest.mark.parametrize(
+    ("lean_heap", "device", "restarts"), [(True, "cpu", 1), (False, "cpu", 0), (True, "cuda", 0)]
+)
+def test_lean_heap_restarts_only_a_cpu_command_that_asks(monkeypatch, lean_heap, device, restarts):
+    """train.lean_heap on a CPU restarts the command (allocator.restart_with_lean_heap, tested in
+    tests/test_allocator.py); main() called from Python (argv given) never replaces its caller."""
+    calls = []
+    monkeypatch.setattr(train_mod, "restart_with_lean_heap", lambda: calls.append(1))
+    monkeypatch.setattr(train_mod, "resolve_device", lambda _name: torch.device(device))
+    cfg = types.SimpleNamespace(train=TrainConfig(lean_heap=lean_heap))
+    train_mod._lean_heap(cfg)
+    assert len(calls) == restarts
+    monkeypatch.setattr(train_mod, "_lean_heap", lambda cfg: calls.append("restart"))
+    monkeypatch.setattr(train_mod, "_train_and_report", lambda cfg: 0)
+    assert train_mod.main(["--set", "train.lean_heap=true", "train.device=cpu"]) == 0
+    assert "restart" not in calls

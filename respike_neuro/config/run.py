@@ -159,7 +159,14 @@ class TrainConfig:
         default=0.0,
         metadata=_help(
             "CPU: also trim the C heap at each stage's edges when more than this many MB of freed memory "
-            "is resident (0: off). 128: 0.55-0.58x the authors' peak, steps 1.1-1.25x slower (README)"
+            "is resident (0: off); where train.lean_heap is not available (README)"
+        ),
+    )
+    lean_heap: bool = field(
+        default=False,
+        metadata=_help(
+            "CPU, Linux: restart the command with glibc's blocks >= 2 MB mapped on their own in huge pages, "
+            "so freed activations leave the process at once: a lower peak, slower steps (README)"
         ),
     )
     progress: bool = field(default=True, metadata=_help("tqdm progress bars"))
