@@ -10,8 +10,11 @@ hole. `malloc_trim(0)` returns every free page of the heap to the system.
 - `release_heap_at(modules)`: trims at the edges of the given modules, in the forward pass and
   again when backward reaches them, but only when the resident memory exceeds what is allocated
   by more than `waste_mb`: a trim costs page faults later, when the pages are used again.
-No library exposes these (they are glibc's own calls); elsewhere (macOS, Windows, musl) both are
-no-ops.
+- the lean heap (`restart_with_lean_heap`, end of this file): glibc's tunables for mapping large
+  blocks on their own, so that freed activations do not stay resident; a process-wide choice made
+  at start.
+No library exposes these (they are glibc's own calls and tunables); elsewhere (macOS, Windows,
+musl) all are no-ops.
 """
 
 from __future__ import annotations
