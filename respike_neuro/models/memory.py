@@ -2,7 +2,8 @@
 
 The paper names training memory as ReSpike's main limitation. Two tools here:
 - the lean ops (below): keep less for backward with the gradients of plain autograd, and never run
-  a conv or a matmul twice; `train.lean_memory` (default on) and `plain_backward()` switch them;
+  a conv or a matmul twice but the two stems' 3-channel convs (`recompute_stem`); `train.lean_memory`
+  (default on) and `plain_backward()` switch them;
 - `maybe_checkpoint`: recompute whole blocks, convs included (~30% slower, `train.checkpoint_activations`).
 torch.utils.checkpoint re-runs the forward pass, which would update BatchNorm running statistics
 twice; during a recomputation BN momentum is set to 0 so the statistics stay exactly as one
@@ -76,7 +77,8 @@ def recompute_stem(stem: nn.Module, frames: torch.Tensor, fn: Any = None) -> Any
 
     A stem's output is the widest map of its branch (64 channels at H/2: 38 MB for the SNN, 13 MB
     for the ANN at the reference config, plus the ANN's ReLU output and max-pool indices), while its
-    conv, with 3 input channels, is the cheapest to run again (~2 % of a step's conv time)."""
+    conv, with 3 input channels, is the cheapest to run again: 27 multiply-adds per output value for
+    the SNN's (a stage-1 conv: 576), 147 for the ANN's, over the key frames only."""
     fn = stem if fn is None else fn
     if stem.training and lean_here(frames, *stem.parameters()):
         return recompute_in_backward(fn, frames, stem)
