@@ -158,7 +158,7 @@ class MSResNet(nn.Module):
 
     def forward_stem(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, N, 3, H, W) real-valued frames -> (T, N, width, H/2, W/2)."""
-        return recompute_stem(self.stem, frames, partial(conv_bn_sequence, self.stem, bn_stats=self.bn_stats))
+        return conv_bn_sequence(self.stem, frames, self.bn_stats)
 
     def forward_stem_spikes(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The stem's output x and the first block's LIF1(x), its input spikes. In training the two
@@ -167,7 +167,7 @@ class MSResNet(nn.Module):
         lif = self.stages[0][0].lif1
 
         def stem_spikes(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x = conv_bn_sequence(self.stem, f, self.bn_stats)
+            x = self.forward_stem(f)
             return x, lif(x)
 
         return recompute_stem(self.stem, frames, stem_spikes)
