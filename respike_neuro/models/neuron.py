@@ -70,7 +70,7 @@ class _LIFSequence(torch.autograd.Function):
         membrane = current.clone()
         for t in range(1, current.shape[0]):
             prev = membrane[t - 1]
-            membrane[t].add_(torch.where(prev > threshold, 0.0, prev), alpha=beta)
+            membrane[t].addcmul_(prev, prev.le(threshold), value=beta)  # beta * reset(prev): no float temp
         ctx.save_for_backward(membrane)
         ctx.constants = (beta, threshold, alpha)
         return torch.gt(membrane, threshold, out=torch.empty_like(membrane))  # no bool temporary
@@ -85,8 +85,7 @@ class _LIFSequence(torch.autograd.Function):
         grad = (membrane - threshold).mul_(math.pi / 2.0 * alpha).pow_(2).add_(1.0)
         grad = grad.reciprocal_().mul_(alpha / 2.0).mul_(grad_spikes)
         for t in range(grad.shape[0] - 2, -1, -1):
-            carry = (membrane[t] <= threshold).to(grad.dtype).mul_(beta)
-            grad[t].addcmul_(carry, grad[t + 1])
+            grad[t].addcmul_(membrane[t].le(threshold), grad[t + 1], value=beta)
         return grad, None, None, None
 
 
