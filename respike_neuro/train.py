@@ -526,6 +526,7 @@ def _lean_heap(cfg: RunConfig) -> None:
     why_not = lean_heap_unavailable()
     if why_not is not None:
         print(f"train.lean_heap: not available here ({why_not}); glibc's default heap", file=sys.stderr)
+        return
     restart_with_lean_heap()
 
 

@@ -300,9 +300,13 @@ def test_lean_heap_restarts_only_a_cpu_command_that_asks(monkeypatch, lean_heap,
     tests/test_allocator.py); main() called from Python (argv given) never replaces its caller."""
     calls = []
     monkeypatch.setattr(train_mod, "restart_with_lean_heap", lambda: calls.append(1))
+    monkeypatch.setattr(train_mod, "lean_heap_unavailable", lambda: None)
     monkeypatch.setattr(train_mod, "resolve_device", lambda _name: torch.device(device))
     cfg = types.SimpleNamespace(train=TrainConfig(lean_heap=lean_heap))
     train_mod._lean_heap(cfg)
+    assert len(calls) == restarts
+    monkeypatch.setattr(train_mod, "lean_heap_unavailable", lambda: "no huge pages")
+    train_mod._lean_heap(cfg)  # the system cannot: one line why, no restart
     assert len(calls) == restarts
     monkeypatch.setattr(train_mod, "_lean_heap", lambda cfg: calls.append("restart"))
     monkeypatch.setattr(train_mod, "_train_and_report", lambda cfg: 0)
