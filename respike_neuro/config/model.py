@@ -24,6 +24,11 @@ class ModelConfig:
         "all"     every raw frame (ANN per frame, SNN one frame per timestep);
         "key"     key frames only; "res" residual frames only (single-branch ablations).
     attention: hybrid only; False fuses the branches only at the classification head (E8).
+    head_ann_scale: the pooled ANN features enter the head multiplied by this (1.0: the paper's network).
+        It folds into the head's weights, so any value gives the same family of networks; in training
+        it acts as an initial scale s and a learning rate s^2 for the head's ANN columns. Why it is
+        there: a ResNet's pooled features (norm ~21 in the default run) swamp the SNN's (~5) at the
+        head until the SNN learns, and the run spends its first ~50 steps above chance (README).
     """
 
     num_classes: int = 101
@@ -44,6 +49,7 @@ class ModelConfig:
     attention_head_dim: int = 32
     lif_backend: str = "fused"
     snn_bn_stats: str = "per_timestep"  # SNN BatchNorm training statistics, models/batchnorm.py
+    head_ann_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("snn_blocks", "fusion_pool"):
@@ -113,12 +119,13 @@ def _check_trainable(cfg: ModelConfig) -> None:
     wider than its map, a non-finite neuron constant, a 0-wide attention head)."""
     import math
 
-    for name in ("beta", "threshold", "surrogate_alpha"):
+    for name in ("beta", "threshold", "surrogate_alpha", "head_ann_scale"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if cfg.surrogate_alpha <= 0:
-        raise ValueError(f"surrogate_alpha must be > 0, got {cfg.surrogate_alpha}")
+    for name in ("surrogate_alpha", "head_ann_scale"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in cfg.snn_blocks):
         raise ValueError(f"snn_blocks entries must be ints >= 1, got {list(cfg.snn_blocks)}")
     if isinstance(cfg.attention_head_dim, bool) or not isinstance(cfg.attention_head_dim, int) or (

@@ -77,7 +77,9 @@ class ReSpike(nn.Module):
         return maybe_checkpoint(self.checkpoint_activations, self.fusions[stage], x, context)
 
     def classify(self, ann_vec: torch.Tensor | None, snn_vec: torch.Tensor | None) -> torch.Tensor:
-        """Per-sequence logits from pooled branch features (head input is [ANN, SNN])."""
+        """Per-sequence logits from pooled branch features (head input is [ANN x head_ann_scale, SNN])."""
+        if ann_vec is not None and self.cfg.head_ann_scale != 1.0:
+            ann_vec = ann_vec * self.cfg.head_ann_scale
         return self.head(torch.cat([v for v in (ann_vec, snn_vec) if v is not None], dim=-1))
 
     def regions(self) -> dict[str, list[nn.Module]]:

@@ -121,6 +121,8 @@ def test_bad_clip_shapes(shape, match):
         (dict(architecture="cnn"), "architecture"),
         (dict(architecture="snn", inputs="key+res"), "key\\+res"),
         (dict(resolution=50), "multiple of 32"),
+        (dict(head_ann_scale=0.0), "head_ann_scale must be > 0"),
+        (dict(head_ann_scale=float("inf")), "head_ann_scale must be a finite number"),
     ],
 )
 def test_bad_config(changes, match):
@@ -168,3 +170,28 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     # BatchNorm statistics are updated once, not once more during the recomputation
     for (name, a), b in zip(plain.named_buffers(), recomputed.buffers()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_head_ann_scale_folds_into_the_head_and_scales_its_ann_columns_learning():
+    """model.head_ann_scale s multiplies the pooled ANN features at the head. The same network with
+    s = 1 and the head's ANN columns times s gives the same logits; one SGD step (momentum, weight
+    decay) moves those columns as a learning rate s^2 would: W_eff = s W, dW_eff = s dW = s^2 dL/dW_eff."""
+    torch.manual_seed(0)
+    s = 0.25
+    scaled = build_model(small(resolution=32, snn_width=8, head_ann_scale=s))
+    plain = build_model(small(resolution=32, snn_width=8))
+    plain.load_state_dict(scaled.state_dict())
+    n_ann = scaled.ann.channels[-1]
+    with torch.no_grad():
+        plain.head.weight[:, :n_ann] *= s
+    clip, label = torch.randn(2, 8, 3, 32, 32) * 3, torch.tensor([1, 5])
+    for model in (scaled, plain):
+        model.train()
+        torch.nn.functional.cross_entropy(model(clip), label).backward()
+    torch.testing.assert_close(scaled.head.weight.grad[:, :n_ann], s * plain.head.weight.grad[:, :n_ann])
+    torch.testing.assert_close(scaled.head.weight.grad[:, n_ann:], plain.head.weight.grad[:, n_ann:])
+    scaled.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(clip), plain(clip))
+        plain.load_state_dict(scaled.state_dict())  # the same weights without the scale: another network
+        assert not torch.allclose(plain(clip), scaled(clip))
