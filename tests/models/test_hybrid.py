@@ -174,8 +174,8 @@ def test_activation_checkpointing_changes_nothing_but_memory():
 
 def test_head_ann_scale_folds_into_the_head_and_scales_its_ann_columns_learning():
     """model.head_ann_scale s multiplies the pooled ANN features at the head. The same network with
-    s = 1 and the head's ANN columns times s gives the same logits; one SGD step (momentum, weight
-    decay) moves those columns as a learning rate s^2 would: W_eff = s W, dW_eff = s dW = s^2 dL/dW_eff."""
+    s = 1 and the head's ANN columns times s (W_eff = s W) gives the same logits, and the gradient of
+    those columns is s times the folded network's, so SGD moves W_eff by s^2 times as much."""
     torch.manual_seed(0)
     s = 0.25
     scaled = build_model(small(resolution=32, snn_width=8, head_ann_scale=s))
