@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Build .venv from nothing (or bring it up to date). Idempotent: quick when nothing changed.
+# `setup.sh dev` adds the test and lint tools (pytest, ruff, nbclient, ipykernel: ~22 s more);
+# `make run` needs none of them.
 # CPU machines get torch 2.13.0+cpu from the local wheel; CUDA machines get PyPI's CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +11,15 @@ VENV=.venv
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 stamp="$VENV/.respike-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/patch_site.py | sha256sum | cut -c1-16)
+case "${1:-}" in
+    dev) target=".[dev]"; ok="$want dev" ;;
+    "") target="."; ok="$want" ;;
+    *) echo "setup.sh: unknown argument '$1' (expected nothing or 'dev')" >&2; exit 2 ;;
+esac
+have=$(cat "$stamp" 2>/dev/null || true)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" scripts/check_env.py >/dev/null 2>&1; then
+# up to date: same inputs, and the tools too where asked for (a dev .venv serves `make run` as well)
+if { [ "$have" = "$ok" ] || [ "$have" = "$want dev" ]; } && "$VENV/bin/python" scripts/check_env.py >/dev/null 2>&1; then
     echo "setup: .venv up to date"
     exit 0
 fi
@@ -21,9 +30,9 @@ quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither|^$" || true; test "$
 echo "setup: torch + torchvision"
 quiet $PIP install -q "torch==2.13.0" "torchvision==0.28.0"
 echo "setup: respike-neuro and its dependencies"
-quiet $PIP install -q -e ".[dev]"
+quiet $PIP install -q -e "$target"
 echo "setup: lava-nc 0.10.0 + lava-dl 0.6.0 (no-deps: their metadata predates Python 3.11)"
 quiet $PIP install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 "$VENV/bin/python" scripts/patch_site.py
 "$VENV/bin/python" scripts/check_env.py 2>&1 | grep -v -i prophesee
-echo "$want" > "$stamp"
+echo "$ok" > "$stamp"
