@@ -7,10 +7,10 @@ venv's interpreter. Why each patch exists: see ../shared/notes/environment.md an
 from __future__ import annotations
 
 import importlib.util
+import os
+import py_compile
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 
@@ -21,9 +21,14 @@ def _site_file(module: str, relative: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
-def _imports(module: str) -> bool:
-    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
-    return probe.returncode == 0
+def _rewrite(path: Path, text: str) -> None:
+    """Replace the file, not its contents: uv hard-links files from its cache, so writing through the
+    link would patch the cache (and every other venv made from it). Bytecode is compiled afresh:
+    with PYTHONDONTWRITEBYTECODE set, a stale .pyc would be recompiled at every import."""
+    tmp = path.with_name(path.name + ".respike-tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    py_compile.compile(str(path), doraise=True)
 
 
 def patch_lava_dataclass_defaults() -> str:
@@ -40,27 +45,29 @@ def patch_lava_dataclass_defaults() -> str:
         "from dataclasses import dataclass, InitVar",
         "from dataclasses import dataclass, InitVar, field",
     )
-    path.write_text(text)
+    _rewrite(path, text)
     return "lava var_model patched (dataclass default_factory)"
 
 
 def patch_torchvision_meta_ops() -> str:
-    """A CUDA-linked torchvision beside CPU torch has no C++ ops; skip their fake kernels."""
-    if _imports("torchvision"):
-        return "torchvision imports"
+    """A CUDA-linked torchvision beside CPU torch has no C++ ops; skip their fake kernels.
+
+    The guard is a no-op where the ops exist, so it is applied without first importing torchvision
+    (a 3-4 s probe); scripts/check_env.py then imports it."""
     path = _site_file("torchvision", "_meta_registrations.py")
     if path is None:
         return "torchvision not installed"
     text = path.read_text()
+    guarded = text
     for op in ("nms", "qnms"):
-        text = text.replace(
+        guarded = guarded.replace(
             f'@torch.library.register_fake("torchvision::{op}")',
             f'@(torch.library.register_fake("torchvision::{op}") '
             f'if hasattr(torch.ops.torchvision, "{op}") else (lambda fn: fn))',
         )
-    path.write_text(text)
-    if not _imports("torchvision"):
-        raise SystemExit(f"torchvision still fails to import after patching {path}")
+    if guarded == text:
+        return "torchvision meta registrations already guarded (or absent)"
+    _rewrite(path, guarded)
     return "torchvision meta registrations guarded"
 
 

@@ -2,7 +2,7 @@
 # Build .venv from nothing (or bring it up to date). Idempotent: quick when nothing changed.
 # `setup.sh dev` adds the test and lint tools (pytest, ruff, nbclient, ipykernel: ~22 s more);
 # `make run` needs none of them.
-# CPU machines get torch 2.13.0+cpu from the local wheel; CUDA machines get PyPI's CUDA build.
+# CPU machines get torch 2.13.0+cpu from the local wheel (pip's find-links); CUDA machines get PyPI's CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +27,19 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither|^$" || true; test "${PIPESTATUS[0]}" -eq 0; }
 
-echo "setup: torch + torchvision"
-quiet $PIP install -q "torch==2.13.0" "torchvision==0.28.0"
-echo "setup: respike-neuro and its dependencies"
-quiet $PIP install -q -e "$target"
+# uv resolves and unpacks in parallel: the whole setup took 56 s instead of pip's 108 s (2-core Xeon,
+# cold caches). It compiles bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, nothing else would.
+echo "setup: uv (installer)"
+quiet $PIP install -q "uv>=0.5"
+UV=("$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --compile-bytecode)
+# pip's find-links (where this machine keeps its torch CPU wheel) apply to uv too
+for link in $( { $PIP config get global.find-links 2>/dev/null || true; echo "${PIP_FIND_LINKS:-}"; } | tr " " "\n" | sort -u); do
+    UV+=(--find-links "$link")
+done
+echo "setup: torch + torchvision, respike-neuro and its dependencies"
+"${UV[@]}" "torch==2.13.0" "torchvision==0.28.0" -e "$target"
 echo "setup: lava-nc 0.10.0 + lava-dl 0.6.0 (no-deps: their metadata predates Python 3.11)"
-quiet $PIP install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
+"${UV[@]}" --no-deps "lava-nc==0.10.0" "lava-dl==0.6.0"
 "$VENV/bin/python" scripts/patch_site.py
 "$VENV/bin/python" scripts/check_env.py 2>&1 | grep -v -i prophesee
 echo "$ok" > "$stamp"
