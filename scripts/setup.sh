@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build .venv from nothing (or bring it up to date). Idempotent: quick when nothing changed.
-# `setup.sh dev` adds the test and lint tools (pytest, ruff, nbclient, ipykernel: ~22 s more);
+# `setup.sh dev` adds the test and lint tools (pytest, ruff, nbclient, ipykernel);
 # `make run` needs none of them.
 # CPU machines get torch 2.13.0+cpu from the local wheel (pip's find-links); CUDA machines get PyPI's CUDA build.
 set -euo pipefail
