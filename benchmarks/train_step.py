@@ -17,6 +17,7 @@ import contextlib
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 
@@ -128,6 +129,9 @@ def parse_args() -> argparse.Namespace:
                    "(respike_neuro/allocator.py)")
     p.add_argument("--plain-step", action="store_true",
                    help="optimizer.step() after backward, not SGD in it (respike_neuro/sgd_in_backward.py)")
+    p.add_argument("--alternate-plain", action="store_true",
+                   help="odd steps under --plain-autograd, even steps lean: the time of the lean ops, "
+                   "step against step in one process (peak RSS is then the two modes' together)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -161,32 +165,34 @@ def main() -> None:
         clip = clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     labels = torch.randint(0, 101, (args.batch,), device=device)
     forward = (lambda c: per_timestep_logits(model, c)) if args.per_timestep else model
-    times = []
+    times, plain_times = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trim = device.type == "cpu" and not args.keep_free_heap
     in_backward = not (args.plain_step or scaler.is_enabled())
     with contextlib.ExitStack() as lean:  # as respike_neuro.train: around all steps of an epoch
-        lean.enter_context(plain_backward(args.plain_autograd))
         if device.type == "cpu" and args.heap_release_mb > 0:
             edges = (m for ms in model.regions().values() for m in ms)
             lean.enter_context(release_heap_at(edges, waste_mb=args.heap_release_mb))
         if in_backward:
             lean.enter_context(SGDInBackward(opt))
-        for step in range(args.warmup + args.steps):
+        warmup = args.warmup + (args.warmup % 2 if args.alternate_plain else 0)  # both modes warmed up
+        for step in range(warmup + args.steps):
+            plain_now = args.plain_autograd or (args.alternate_plain and step % 2 == 1)
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
+            with plain_backward(plain_now), torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                 loss = torch.nn.functional.cross_entropy(forward(clip), labels)
-            if trim:
-                release_free_heap()
-            scaler.scale(loss).backward()
+                if trim:
+                    release_free_heap()
+                scaler.scale(loss).backward()
             scaler.step(opt)  # after SGDInBackward a no-op: no gradient is left
             scaler.update()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if step >= args.warmup:
-                times.append(time.perf_counter() - t0)
+            if step >= warmup:
+                into = plain_times if args.alternate_plain and plain_now else times
+                into.append(time.perf_counter() - t0)
     result = {
         "config": vars(args),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
@@ -198,6 +204,10 @@ def main() -> None:
         "clips_per_s": args.batch / (sum(times) / len(times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if plain_times:  # each plain step against the lean step before it
+        ratios = [p / t for t, p in zip(times, plain_times)]
+        result.update(plain_s_per_step=sum(plain_times) / len(plain_times),
+                      plain_vs_lean=statistics.median(ratios), plain_vs_lean_range=(min(ratios), max(ratios)))
     if device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["machine"] += f", {torch.cuda.get_device_name()}"
@@ -211,6 +221,11 @@ def main() -> None:
             f"{mode}: {result['s_per_step']:.3f} s/step, {result['clips_per_s']:.2f} clips/s, "
             f"peak RSS {result['peak_rss_mb']:.0f} MB  [{result['machine']}]"
         )
+        if plain_times:
+            lo, hi = result["plain_vs_lean_range"]
+            print(f"plain autograd, alternating: {result['plain_s_per_step']:.3f} s/step, "
+                  f"{result['plain_vs_lean']:.3f}x the lean step (median of {len(plain_times)} pairs, "
+                  f"{lo:.3f}-{hi:.3f})")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,22 @@ def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
         assert result["lean_heap"] is False
 
 
+def test_train_step_alternates_lean_and_plain_steps(monkeypatch, capsys):
+    """--alternate-plain times lean and plain steps in turn and pairs each plain step with a lean one."""
+    bench = _load("train_step")
+    monkeypatch.setattr(sys, "argv", ["train_step.py", "--frames", "8", "--resolution", "64", "--snn-width",
+                                      "8", "--threads", "1", "--steps", "4", "--alternate-plain", "--json"])
+    modes = []
+    original = bench.plain_backward
+    monkeypatch.setattr(bench, "plain_backward", lambda plain=True: modes.append(plain) or original(plain))
+    bench.main()
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert modes == [False, True] * 3  # warm-up of each mode, then two timed pairs
+    assert result["plain_s_per_step"] > 0 and result["s_per_step"] > 0
+    lo, hi = result["plain_vs_lean_range"]
+    assert 0 < lo <= result["plain_vs_lean"] <= hi
+
+
 def test_train_step_restarts_itself_with_the_lean_heap():
     """--lean-heap re-executes the benchmark with glibc's tunables (where the system has them)."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--frames", "8", "--resolution", "64",
