@@ -141,7 +141,10 @@ def parse_args() -> argparse.Namespace:
                    help="--amp's dtype, forced (bf16: no scaler; warns on a CPU without native bf16)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.alternate_plain and args.plain_autograd:
+        p.error("--alternate-plain already runs every other step under --plain-autograd")
+    return args
 
 
 def main() -> None:
