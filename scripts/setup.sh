@@ -27,7 +27,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither|^$" || true; test "${PIPESTATUS[0]}" -eq 0; }
 
-# uv resolves and unpacks in parallel: the whole setup took 58-64 s instead of pip's 108 s (2-core Xeon,
+# uv resolves and unpacks in parallel: the whole setup took 58-65 s instead of pip's 108 s (2-core Xeon,
 # cold caches). It compiles bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, nothing else would.
 echo "setup: uv (installer)"
 quiet $PIP install -q "uv>=0.5"
