@@ -157,9 +157,10 @@ def saved_breakdown(loss: torch.Tensor, region_of: dict, params: list[torch.Tens
 
 
 def build(args: argparse.Namespace) -> tuple[ReSpike, torch.Tensor, torch.Tensor]:
-    """The model train_step.py times (fused LIF, NCHW, no block checkpointing), a clip and labels."""
+    """The model train_step.py times (fused LIF, train.memory_format auto, no block checkpointing), a
+    clip and labels."""
     plain = argparse.Namespace(
-        **vars(args), lif_backend="fused", channels_last=False, checkpoint_activations=False
+        **vars(args), lif_backend="fused", memory_format="auto", checkpoint_activations=False
     )
     model = train_step.build_model(plain, torch.device("cpu"))
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution)

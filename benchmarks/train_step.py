@@ -20,6 +20,7 @@ import resource
 import statistics
 import sys
 import time
+from copy import deepcopy
 
 import torch
 
@@ -30,7 +31,8 @@ from respike_neuro.allocator import (
     restart_with_lean_heap,
 )
 from respike_neuro.config import ModelConfig
-from respike_neuro.devices import amp_dtype_for, cpu_bf16
+from respike_neuro.config.run import MEMORY_FORMATS
+from respike_neuro.devices import amp_dtype_for, cpu_bf16, memory_format_for
 from respike_neuro.models.hybrid import ReSpike, branch_frames
 from respike_neuro.models.memory import plain_backward
 from respike_neuro.models.neuron import membrane_alpha
@@ -94,7 +96,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> ReSpike:
         snn_bn_stats=args.snn_bn_stats,
     )
     model = ReSpike(cfg).to(device).train()
-    model = model.to(memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
+    model = model.to(memory_format=memory_format_for(args.memory_format, device, log=None))
     model.checkpoint_activations = args.checkpoint_activations
     return model
 
@@ -116,7 +118,8 @@ def parse_args() -> argparse.Namespace:
     add_size_arguments(p)
     p.add_argument("--lif-backend", default="fused", choices=["fused", "snntorch"])
     p.add_argument("--per-timestep", action="store_true", help="the authors' execution order")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster CPU convs)")
+    p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                   help="train.memory_format (auto: channels_last on an x86-64 CPU)")
     p.add_argument("--checkpoint-activations", action="store_true", help="recompute blocks in backward")
     p.add_argument("--plain-autograd", action="store_true",
                    help="spike convs and average pools save what plain torch saves (models/memory.py)")
@@ -129,9 +132,10 @@ def parse_args() -> argparse.Namespace:
                    "(respike_neuro/allocator.py)")
     p.add_argument("--plain-step", action="store_true",
                    help="optimizer.step() after backward, not SGD in it (respike_neuro/sgd_in_backward.py)")
-    p.add_argument("--alternate-plain", action="store_true",
-                   help="odd steps under --plain-autograd, even steps lean: the time of the lean ops, "
-                   "step against step in one process (peak RSS is then the two modes' together)")
+    p.add_argument("--alternate", choices=["plain", "contiguous"],
+                   help="odd steps under --plain-autograd (plain) or on a contiguous copy of the model, same "
+                   "weights (contiguous), even steps as configured: the difference step against step in "
+                   "one process (peak RSS is then the two modes' together)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -142,8 +146,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    if args.alternate_plain and args.plain_autograd:
-        p.error("--alternate-plain already runs every other step under --plain-autograd")
+    if args.alternate == "plain" and args.plain_autograd:
+        p.error("--alternate plain already runs every other step under --plain-autograd")
+    if args.alternate == "contiguous" and args.memory_format == "contiguous":
+        p.error("--alternate contiguous compares with a contiguous copy: the model must not be contiguous")
     return args
 
 
@@ -164,11 +170,12 @@ def main() -> None:
     amp_dtype = amp_dtype or torch.float32
     scaler = torch.amp.GradScaler(enabled=args.amp and amp_dtype == torch.float16 and device.type == "cuda")
     clip = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
-    if args.channels_last:  # (B, T, C, H, W) with C innermost, so every frame is NHWC
-        clip = clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     labels = torch.randint(0, 101, (args.batch,), device=device)
-    forward = (lambda c: per_timestep_logits(model, c)) if args.per_timestep else model
-    times, plain_times = [], []
+    models = [(model, opt)]
+    if args.alternate == "contiguous":
+        copy = deepcopy(model).to(memory_format=torch.contiguous_format)
+        models.append((copy, torch.optim.SGD(copy.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)))
+    times, other_times = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trim = device.type == "cpu" and not args.keep_free_heap
@@ -178,39 +185,45 @@ def main() -> None:
             edges = (m for ms in model.regions().values() for m in ms)
             lean.enter_context(release_heap_at(edges, waste_mb=args.heap_release_mb))
         if in_backward:
-            lean.enter_context(SGDInBackward(opt))
-        warmup = args.warmup + (args.warmup % 2 if args.alternate_plain else 0)  # both modes warmed up
+            for _, o in models:
+                lean.enter_context(SGDInBackward(o))
+        warmup = args.warmup + (args.warmup % 2 if args.alternate else 0)  # both modes warmed up
         for step in range(warmup + args.steps):
-            plain_now = args.plain_autograd or (args.alternate_plain and step % 2 == 1)
+            other = args.alternate is not None and step % 2 == 1
+            plain_now = args.plain_autograd or (other and args.alternate == "plain")
+            m, o = models[-1] if other else models[0]
             t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
+            o.zero_grad(set_to_none=True)
             with plain_backward(plain_now), torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
-                loss = torch.nn.functional.cross_entropy(forward(clip), labels)
+                logits = per_timestep_logits(m, clip) if args.per_timestep else m(clip)
+                loss = torch.nn.functional.cross_entropy(logits, labels)
                 if trim:
                     release_free_heap()
                 scaler.scale(loss).backward()
-            scaler.step(opt)  # after SGDInBackward a no-op: no gradient is left
+            scaler.step(o)  # after SGDInBackward a no-op: no gradient is left
             scaler.update()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= warmup:
-                into = plain_times if args.alternate_plain and plain_now else times
+                into = other_times if other else times
                 into.append(time.perf_counter() - t0)
     result = {
         "config": vars(args),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
         "precision": str(amp_dtype).removeprefix("torch.") if args.amp else "float32",
+        "memory_format": str(memory_format_for(args.memory_format, device, log=None)).removeprefix("torch."),
         "cpu_bf16": cpu_bf16()[1],
         "lean_heap": lean_heap_active(),
         "s_per_step": sum(times) / len(times),
         "clips_per_s": args.batch / (sum(times) / len(times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if plain_times:  # each plain step against the lean step before it
-        ratios = [p / t for t, p in zip(times, plain_times)]
-        result.update(plain_s_per_step=sum(plain_times) / len(plain_times),
-                      plain_vs_lean=statistics.median(ratios), plain_vs_lean_range=(min(ratios), max(ratios)))
+    if other_times:  # each alternate step against the step before it
+        ratios = [p / t for t, p in zip(times, other_times)]
+        result.update(alternate_s_per_step=sum(other_times) / len(other_times),
+                      alternate_ratio=statistics.median(ratios),
+                      alternate_ratio_range=(min(ratios), max(ratios)))
     if device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["machine"] += f", {torch.cuda.get_device_name()}"
@@ -218,16 +231,18 @@ def main() -> None:
         print(json.dumps(result))
     else:
         mode = f"time folded, LIF {args.lif_backend}, BN statistics {args.snn_bn_stats}"
+        mode += f", {result['memory_format']}"
         if args.per_timestep:
             mode = "per-timestep (authors' order)"
         print(
             f"{mode}: {result['s_per_step']:.3f} s/step, {result['clips_per_s']:.2f} clips/s, "
             f"peak RSS {result['peak_rss_mb']:.0f} MB  [{result['machine']}]"
         )
-        if plain_times:
-            lo, hi = result["plain_vs_lean_range"]
-            print(f"plain autograd, alternating: {result['plain_s_per_step']:.3f} s/step, "
-                  f"{result['plain_vs_lean']:.3f}x the lean step (median of {len(plain_times)} pairs, "
+        if other_times:
+            lo, hi = result["alternate_ratio_range"]
+            what = "plain autograd" if args.alternate == "plain" else "a contiguous copy"
+            print(f"{what}, alternating: {result['alternate_s_per_step']:.3f} s/step, "
+                  f"{result['alternate_ratio']:.3f}x the step above (median of {len(other_times)} pairs, "
                   f"{lo:.3f}-{hi:.3f})")
 
 

@@ -84,6 +84,7 @@ def compare(args: argparse.Namespace, frames: int, batch: int) -> dict:
         row[f"ratio_{key}"] = statistics.median(
             a[key] / b[key] for a, b in zip(runs["ours"], runs["authors"], strict=True)
         )
+    row["ours_memory_format"] = runs["ours"][0].get("memory_format")
     row["runs"] = runs
     return row
 
@@ -93,7 +94,7 @@ def print_row(row: dict) -> None:
     print(
         f"{r['frames']:>6} {r['batch']:>5} | {r['ours_s_per_step']:7.2f} {r['authors_s_per_step']:7.2f} "
         f"{r['ratio_s_per_step']:6.2f}x | {r['ours_peak_rss_mb']:7.0f} {r['authors_peak_rss_mb']:7.0f} "
-        f"{r['ratio_peak_rss_mb']:6.2f}x",
+        f"{r['ratio_peak_rss_mb']:6.2f}x  (ours {r.get('ours_memory_format')})",
         flush=True,
     )
 

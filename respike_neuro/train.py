@@ -63,7 +63,13 @@ from respike_neuro.config import (  # noqa: F401  (callers wire these with run)
     read_yaml,
 )
 from respike_neuro.data.registry import InMemory, build_split
-from respike_neuro.devices import amp_dtype_for, resolve_device, seed_everything, seed_worker
+from respike_neuro.devices import (
+    amp_dtype_for,
+    memory_format_for,
+    resolve_device,
+    seed_everything,
+    seed_worker,
+)
 from respike_neuro.distributed import (
     TrainSampler,
     all_reduce_sum,
@@ -226,7 +232,8 @@ def _build_model(r: Run) -> None:
                 "model.snn_bn_stats: folded to use it, or train without sync_bn"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(r.device)
+    say = (lambda line: print(line, file=sys.stderr)) if r.info.is_main else None
+    model.to(r.device, memory_format=memory_format_for(t.memory_format, r.device, log=say))
     r.model = r.bare = model
     r.optimizer = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
@@ -238,7 +245,6 @@ def _build_model(r: Run) -> None:
         r.optimizer,
         lambda s: lr_factor(s, total=total_steps, warmup=warmup, schedule=t.schedule, min_ratio=min_ratio),
     )
-    say = (lambda line: print(line, file=sys.stderr)) if r.info.is_main else None
     r.amp_dtype = amp_dtype_for(t.amp, r.device, log=say)
     r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp_dtype == torch.float16 and r.device.type == "cuda")
 

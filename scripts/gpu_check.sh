@@ -54,7 +54,7 @@ bench() { $PY benchmarks/train_step.py --batch 8 --steps 5 --warmup 2 --json "$@
 bench || status=1
 bench --amp --amp-dtype fp16 || status=1
 bench --amp --amp-dtype bf16 || status=1
-bench --amp --amp-dtype bf16 --channels-last || status=1
+bench --amp --amp-dtype bf16 --memory-format channels_last || status=1
 bench --amp --amp-dtype bf16 --checkpoint-activations || status=1
 bench --per-timestep || status=1
 

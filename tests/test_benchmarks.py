@@ -100,19 +100,38 @@ def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
 
 
 def test_train_step_alternates_lean_and_plain_steps(monkeypatch, capsys):
-    """--alternate-plain times lean and plain steps in turn and pairs each plain step with a lean one."""
+    """--alternate plain times lean and plain steps in turn and pairs each plain step with a lean one."""
     bench = _load("train_step")
-    monkeypatch.setattr(sys, "argv", ["train_step.py", "--frames", "8", "--resolution", "64", "--snn-width",
-                                      "8", "--threads", "1", "--steps", "4", "--alternate-plain", "--json"])
+    small = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--steps", "4"]
+    monkeypatch.setattr(sys, "argv", ["train_step.py", *small, "--alternate", "plain", "--json"])
     modes = []
     original = bench.plain_backward
     monkeypatch.setattr(bench, "plain_backward", lambda plain=True: modes.append(plain) or original(plain))
     bench.main()
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert modes == [False, True] * 3  # warm-up of each mode, then two timed pairs
-    assert result["plain_s_per_step"] > 0 and result["s_per_step"] > 0
-    lo, hi = result["plain_vs_lean_range"]
-    assert 0 < lo <= result["plain_vs_lean"] <= hi
+    assert result["alternate_s_per_step"] > 0 and result["s_per_step"] > 0
+    lo, hi = result["alternate_ratio_range"]
+    assert 0 < lo <= result["alternate_ratio"] <= hi
+
+
+def test_train_step_alternates_channels_last_and_contiguous_models(monkeypatch, capsys):
+    """--alternate contiguous steps a channels-last model and a contiguous copy of it in turn."""
+    bench = _load("train_step")
+    small = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--steps", "4"]
+    monkeypatch.setattr(sys, "argv", ["train_step.py", *small, "--memory-format", "channels_last",
+                                      "--alternate", "contiguous", "--json"])
+    layouts = []
+    original = bench.ReSpike.forward
+
+    def forward(model, clip):
+        layouts.append(model.snn.stem[0].weight.is_contiguous(memory_format=bench.torch.channels_last))
+        return original(model, clip)
+    monkeypatch.setattr(bench.ReSpike, "forward", forward)
+    bench.main()
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert layouts == [True, False] * 3
+    assert result["memory_format"] == "channels_last" and result["alternate_ratio"] > 0
 
 
 def test_train_step_restarts_itself_with_the_lean_heap():

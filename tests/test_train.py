@@ -146,6 +146,7 @@ def test_precedence_file_variant_cli(tmp_path):
         ({}, {"model.stride": 3}, r"frames=4 is not divisible by stride=3"),
         ({}, {"variant": "E10"}, r"unknown variant 'E10'"),
         ({}, {"train.amp": "fp8"}, r"train\.amp must be auto, off, fp16 or bf16"),
+        ({}, {"train.memory_format": "nhwc"}, r"train\.memory_format must be auto, channels_last or cont"),
         ({}, {"data.frames": 8}, r"data\.frames=8 differs from model\.frames=4"),
         ({}, {"train.heap_release_mb": -1}, r"train\.heap_release_mb must be >= 0, got -1"),
     ],

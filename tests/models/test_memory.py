@@ -46,6 +46,14 @@ def test_pack_bits_round_trip(shape, channels_last):
         assert torch.equal(back, spikes) and back.stride() == spikes.stride()
 
 
+def test_pack_bits_follows_memory_order():
+    """A channels-last tensor is packed as it lies in memory (NHWC), so flattening it is a view."""
+    spikes = (torch.rand(2, 5, 3, 4, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    nhwc = spikes.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pack_bits(nhwc), pack_bits(spikes.permute(0, 2, 3, 1).contiguous()))
+    assert not torch.equal(pack_bits(nhwc), pack_bits(spikes))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 def test_spike_conv_equals_conv_and_keeps_one_bit(bias, channels_last):
@@ -168,3 +176,32 @@ def _lif2_values(clip: torch.Tensor) -> int:
     with torch.no_grad():
         model(clip)
     return sum(sizes)
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_channels_last_model_trains_as_the_contiguous_one(lean):
+    """train.memory_format channels_last lays the same network out NHWC: the per-timestep BN, the
+    1-bit spike inputs (packed in memory order), the LIF and the fusion's token views follow the
+    layout, so spikes, logits, gradients and BN statistics are the contiguous model's (float64:
+    conv rounding cannot flip a spike)."""
+    runs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model = lively_model(seed=3).double().train().to(memory_format=layout)
+        spikes = []
+        for m in model.modules():
+            if isinstance(m, LIF) and m is not model.snn.stages[0][0].lif2:  # one LIF2 runs lean
+                m.register_forward_hook(lambda _m, _i, out, _s=spikes: _s.append(out.detach().clone()))
+        g = torch.Generator().manual_seed(7)
+        clip = 0.5 * torch.randn(2, 8, 3, 64, 64, dtype=torch.float64, generator=g)
+        with plain_backward(not lean):
+            logits = model(clip)
+            logits.logsumexp(-1).sum().backward()
+        runs.append((model, logits, spikes))
+    (dense, logits0, spikes0), (nhwc, logits1, spikes1) = runs
+    assert nhwc.snn.stages[0][0].conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(spikes0) > 10 and all(torch.equal(a, b) for a, b in zip(spikes0, spikes1, strict=True))
+    torch.testing.assert_close(logits0, logits1, rtol=1e-12, atol=1e-12)
+    for (name, a), b in zip(dense.named_parameters(), nhwc.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12, msg=name)
+    for (name, a), b in zip(dense.named_buffers(), nhwc.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
