@@ -145,10 +145,10 @@ def memory_format_for(
     """The layout of train.memory_format on `device` (`machine`: platform.machine(), for tests).
 
     auto: channels-last on an x86-64 CPU, where oneDNN's convs work in NHWC and a contiguous (NCHW)
-    model pays a reorder into and out of every conv: training steps took 0.85-0.91x the contiguous
-    time at the reference config and 0.91x with make run's model (steps alternating in one process,
-    2-core AMD EPYC Zen 4), and 0.86x / 0.93x with torch's and oneDNN's AVX2 kernels forced (README).
-    Contiguous elsewhere (ARM CPUs, CUDA), where it was not measured.
+    model pays a reorder into and out of every conv: a contiguous copy of the model took 1.18x the
+    channels-last step at the reference config and 1.10x at make run's size, 1.07x / 1.05x with
+    torch's and oneDNN's AVX2 kernels forced (benchmarks/train_step.py --alternate contiguous, 2-core
+    AMD EPYC Zen 4; README). Contiguous elsewhere (ARM CPUs, CUDA), where it was not measured.
     """
     if choice not in MEMORY_FORMATS:
         raise ConfigError(f"train.memory_format must be one of {list(MEMORY_FORMATS)}, got {choice!r}")
