@@ -129,8 +129,8 @@ _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def _memory_order(stride: tuple[int, ...]) -> list[int]:
-    """The dimensions from outermost to innermost in memory: permuted so, a dense tensor is
-    contiguous (NCHW for channels-last), and flattening it is a view, not a copy."""
+    """The dimensions from outermost to innermost in memory (N, H, W, C for a channels-last map):
+    permuted so, a dense tensor is contiguous and flattening it is a view, not a copy."""
     return sorted(range(len(stride)), key=lambda d: -stride[d])
 
 
