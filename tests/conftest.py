@@ -1,5 +1,5 @@
-"""Shared fixtures: child-process counting (Lava cleanup tests) and tiny videos in each official dataset
-layout (PyAV), built once per session.
+"""Shared fixtures: child-process counting (Lava cleanup tests), Ctrl-C delivered, and tiny videos in
+each official dataset layout (PyAV), built once per session.
 
 The helpers live in data/videofixtures.py (loaded by path: tests run with --import-mode=importlib, so
 test folders are not packages); tests reach them through the `vf` fixture.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if LAVA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lava)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_tests():
+    """Ctrl-C as an interactive run gets it. A shell without job control starts background jobs with
+    SIGINT ignored (`cmd &` in a script), Python then keeps it ignored, and the library rightly
+    leaves an ignored SIGINT alone: the tests that press Ctrl-C would see nothing."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def lava_children() -> list[int]:

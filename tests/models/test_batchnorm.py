@@ -87,7 +87,7 @@ def test_bit_for_bit_one_bn_call_per_timestep(kind):
     bn = nn.BatchNorm2d(8, affine=kind != "no_affine", track_running_stats=kind != "no_running_stats")
     loop_bn = copy.deepcopy(bn)
     x = torch.randn(3, 4, 8, 6, 7)
-    if kind == "channels_last":  # every frame NHWC, as train.channels_last lays them out
+    if kind == "channels_last":  # every frame NHWC, as train.memory_format channels_last lays them out
         x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     x.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16_autocast"):
