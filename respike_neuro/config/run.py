@@ -167,7 +167,7 @@ class TrainConfig:
         default=0.0,
         metadata=_help(
             "CPU: also trim the C heap at each stage's edges when more than this many MB of freed memory "
-            "is resident (0: off); where train.lean_heap is not available (README)"
+            "is resident (0: off; 128: about half the authors' peak at the reference config, README)"
         ),
     )
     lean_heap: bool = field(
