@@ -13,6 +13,7 @@ from pathlib import Path
 from respike_neuro import allocator
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1"]  # a model in seconds
 
 
 def _load(name: str):
@@ -64,7 +65,7 @@ def test_perturbation_floor_reports_agreement_per_precision(tmp_path, capsys):
 
 def test_train_memory_breakdown_names_every_region_and_the_spike_savings(capsys):
     bench = _load("train_memory")
-    tiny = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--json"]
+    tiny = [*TINY, "--json"]
     reports = {}
     for plain in (True, False):
         assert bench.main(tiny + (["--plain-autograd"] if plain else [])) == 0
@@ -87,8 +88,7 @@ def test_train_memory_breakdown_names_every_region_and_the_spike_savings(capsys)
 
 def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
     bench = _load("train_step")
-    tiny = ["train_step.py", "--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1",
-            "--steps", "1", "--json"]
+    tiny = ["train_step.py", *TINY, "--steps", "1", "--json"]
     settings = ([], ["--heap-release-mb", "1"], ["--plain-step", "--plain-autograd", "--keep-free-heap"])
     for extra in settings:
         monkeypatch.setattr(sys, "argv", tiny + extra)
@@ -102,8 +102,8 @@ def test_train_step_runs_every_memory_setting(monkeypatch, capsys):
 def test_train_step_alternates_lean_and_plain_steps(monkeypatch, capsys):
     """--alternate plain times lean and plain steps in turn and pairs each plain step with a lean one."""
     bench = _load("train_step")
-    small = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--steps", "4"]
-    monkeypatch.setattr(sys, "argv", ["train_step.py", *small, "--alternate", "plain", "--json"])
+    argv = ["train_step.py", *TINY, "--steps", "4", "--alternate", "plain", "--json"]
+    monkeypatch.setattr(sys, "argv", argv)
     modes = []
     original = bench.plain_backward
     monkeypatch.setattr(bench, "plain_backward", lambda plain=True: modes.append(plain) or original(plain))
@@ -118,9 +118,8 @@ def test_train_step_alternates_lean_and_plain_steps(monkeypatch, capsys):
 def test_train_step_alternates_channels_last_and_contiguous_models(monkeypatch, capsys):
     """--alternate contiguous steps a channels-last model and a contiguous copy of it in turn."""
     bench = _load("train_step")
-    small = ["--frames", "8", "--resolution", "64", "--snn-width", "8", "--threads", "1", "--steps", "4"]
-    monkeypatch.setattr(sys, "argv", ["train_step.py", *small, "--memory-format", "channels_last",
-                                      "--alternate", "contiguous", "--json"])
+    argv = ["train_step.py", *TINY, "--steps", "4", "--memory-format", "channels_last"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--alternate", "contiguous", "--json"])
     layouts = []
     original = bench.ReSpike.forward
 
@@ -136,8 +135,8 @@ def test_train_step_alternates_channels_last_and_contiguous_models(monkeypatch, 
 
 def test_train_step_restarts_itself_with_the_lean_heap():
     """--lean-heap re-executes the benchmark with glibc's tunables (where the system has them)."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--frames", "8", "--resolution", "64",
-           "--snn-width", "8", "--threads", "1", "--steps", "1", "--json", "--lean-heap"]
+    script = str(ROOT / "benchmarks" / "train_step.py")
+    cmd = [sys.executable, script, *TINY, "--steps", "1", "--json", "--lean-heap"]
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=True).stdout
     result = json.loads(out.splitlines()[-1])
