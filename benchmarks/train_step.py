@@ -25,13 +25,16 @@ from copy import deepcopy
 import torch
 
 from respike_neuro.allocator import (
+    allocator_for,
+    heap_in_use,
     lean_heap_active,
     release_free_heap,
     release_heap_at,
     restart_with_lean_heap,
+    restart_with_tcmalloc,
 )
 from respike_neuro.config import ModelConfig
-from respike_neuro.config.run import MEMORY_FORMATS
+from respike_neuro.config.run import ALLOCATORS, MEMORY_FORMATS
 from respike_neuro.devices import amp_dtype_for, cpu_bf16, memory_format_for
 from respike_neuro.models.hybrid import ReSpike, branch_frames
 from respike_neuro.models.memory import plain_backward
@@ -127,6 +130,9 @@ def parse_args() -> argparse.Namespace:
                    help="no malloc_trim between forward and backward (respike_neuro/allocator.py)")
     p.add_argument("--heap-release-mb", type=float, default=0.0,
                    help="train.heap_release_mb: also trim at stage edges above this much resident waste")
+    p.add_argument("--allocator", default="auto", choices=ALLOCATORS,
+                   help="train.allocator: the C heap (auto: tcmalloc where the system has it, on a CPU, "
+                   "without --lean-heap; the command restarts itself with it preloaded)")
     p.add_argument("--lean-heap", action="store_true",
                    help="train.lean_heap: restart with glibc's blocks >= 2 MB mapped in huge pages "
                    "(respike_neuro/allocator.py)")
@@ -148,15 +154,22 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.alternate == "plain" and args.plain_autograd:
         p.error("--alternate plain already runs every other step under --plain-autograd")
+    if args.lean_heap and args.allocator == "tcmalloc":
+        p.error("--lean-heap is glibc's heap: it needs --allocator glibc or auto")
     if args.alternate == "contiguous" and args.memory_format == "contiguous":
         p.error("--alternate contiguous compares with a contiguous copy: the model must not be contiguous")
     return args
 
 
-def main() -> None:
+def main(*, restart: bool = False) -> None:
+    """`restart`: run as a command, whose process may re-execute itself with another heap."""
     args = parse_args()
-    if args.lean_heap:
-        restart_with_lean_heap()
+    if restart:
+        heap, where = allocator_for(args.allocator, torch.device(args.device).type, lean_heap=args.lean_heap)
+        if heap == "tcmalloc":
+            restart_with_tcmalloc(where)
+        if args.lean_heap:
+            restart_with_lean_heap()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -178,7 +191,7 @@ def main() -> None:
     times, other_times = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trim = device.type == "cpu" and not args.keep_free_heap
+    trim = device.type == "cpu" and not args.keep_free_heap and heap_in_use() == "glibc"  # as train.py
     in_backward = not (args.plain_step or scaler.is_enabled())
     with contextlib.ExitStack() as lean:  # as respike_neuro.train: around all steps of an epoch
         if device.type == "cpu" and args.heap_release_mb > 0:
@@ -214,6 +227,7 @@ def main() -> None:
         "precision": str(amp_dtype).removeprefix("torch.") if args.amp else "float32",
         "memory_format": str(memory_format_for(args.memory_format, device, log=None)).removeprefix("torch."),
         "cpu_bf16": cpu_bf16()[1],
+        "heap": heap_in_use(),
         "lean_heap": lean_heap_active(),
         "s_per_step": sum(times) / len(times),
         "clips_per_s": args.batch / (sum(times) / len(times)),
@@ -231,7 +245,7 @@ def main() -> None:
         print(json.dumps(result))
     else:
         mode = f"time folded, LIF {args.lif_backend}, BN statistics {args.snn_bn_stats}"
-        mode += f", {result['memory_format']}"
+        mode += f", {result['memory_format']}, {result['heap']} heap"
         if args.per_timestep:
             mode = "per-timestep (authors' order)"
         print(
@@ -247,4 +261,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(restart=True)

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from respike_neuro.allocator import TCMALLOC_HINT, tcmalloc_library
+
 HERE = Path(__file__).resolve().parent
 SHOWN_FLAGS = (
     "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "sve"
@@ -53,8 +55,10 @@ def machine_line() -> str:
     )
 
 
-def run_one(cmd: list[str], threads: int, timeout: float) -> dict:
+def run_one(cmd: list[str], threads: int, timeout: float, preload: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if preload:
+        env["LD_PRELOAD"] = " ".join([preload, *env.get("LD_PRELOAD", "").split()])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -76,7 +80,7 @@ def compare(args: argparse.Namespace, frames: int, batch: int) -> dict:
     runs: dict[str, list[dict]] = {"ours": [], "authors": []}
     for _ in range(args.rounds):
         runs["ours"].append(run_one(ours, args.threads, args.timeout))
-        runs["authors"].append(run_one(theirs, args.threads, args.timeout))
+        runs["authors"].append(run_one(theirs, args.threads, args.timeout, args.authors_preload))
     row: dict = {"frames": frames, "batch": batch}
     for key in ("s_per_step", "peak_rss_mb"):
         for side in runs:
@@ -85,6 +89,8 @@ def compare(args: argparse.Namespace, frames: int, batch: int) -> dict:
             a[key] / b[key] for a, b in zip(runs["ours"], runs["authors"], strict=True)
         )
     row["ours_memory_format"] = runs["ours"][0].get("memory_format")
+    row["ours_heap"] = runs["ours"][0].get("heap")
+    row["authors_heap"] = "tcmalloc" if args.authors_preload else "glibc"
     row["runs"] = runs
     return row
 
@@ -94,7 +100,8 @@ def print_row(row: dict) -> None:
     print(
         f"{r['frames']:>6} {r['batch']:>5} | {r['ours_s_per_step']:7.2f} {r['authors_s_per_step']:7.2f} "
         f"{r['ratio_s_per_step']:6.2f}x | {r['ours_peak_rss_mb']:7.0f} {r['authors_peak_rss_mb']:7.0f} "
-        f"{r['ratio_peak_rss_mb']:6.2f}x  (ours {r.get('ours_memory_format')})",
+        f"{r['ratio_peak_rss_mb']:6.2f}x  (ours {r.get('ours_memory_format')}, {r.get('ours_heap')} heap; "
+        f"authors {r.get('authors_heap')} heap)",
         flush=True,
     )
 
@@ -137,12 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="ours/theirs pairs per configuration")
     p.add_argument("--ours-args", default="", help="extra options for train_step.py (one string)")
+    p.add_argument("--authors-allocator", choices=["glibc", "tcmalloc"], default="glibc",
+                   help="the authors' code on glibc's malloc (as it runs) or with tcmalloc preloaded, as "
+                   "ours is by default (train.allocator)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     p.add_argument("--json", help="write the rows (every run included) here")
     p.add_argument("--plot", help="draw peak RSS and s/step against frames, per batch, here (png)")
     args = p.parse_args(argv)
     if args.grid:
         args.frames, args.batch = [8, 16, 32], [1, 2, 4]
+    args.authors_preload = None
+    if args.authors_allocator == "tcmalloc":
+        args.authors_preload = tcmalloc_library()
+        if args.authors_preload is None:
+            p.error(f"--authors-allocator tcmalloc: tcmalloc not found on this system ({TCMALLOC_HINT})")
     print(machine_line())
     print(f"{args.resolution}^2, stride {args.stride}, ResNet-18, SGD, fp32, {args.threads} threads, "
           f"{args.steps} steps after {args.warmup} warm-up, {args.rounds} rounds ours/theirs; ours: "

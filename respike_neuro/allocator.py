@@ -1,31 +1,40 @@
-"""Give the memory the C allocator keeps back to the system during a CPU training step.
+"""Which C heap a CPU training step runs on, and giving its freed memory back to the system.
 
-On Linux, PyTorch's CPU tensors come from glibc's malloc. Once a freed block is reused for a
-smaller tensor, the heap around it cannot shrink, and freed activation memory stays resident:
-at the reference config (1 x 16 x 224^2, ResNet-18, fp32) the peak RSS of a training step was
-~330 MB above what was allocated at that moment (benchmarks/train_memory.py, mallinfo2), and the
-peak came where the backward pass of the first SNN stage asks for tensors larger than any freed
-hole. `malloc_trim(0)` returns every free page of the heap to the system.
-- `release_free_heap()`: one trim (train.py runs it between forward and backward);
-- `release_heap_at(modules)`: trims at the edges of the given modules, in the forward pass and
+On Linux, PyTorch's CPU tensors come from the C library's malloc. glibc's heap cannot shrink
+around a freed block once a smaller tensor reuses part of it, so freed activations stay resident:
+at the reference config (1 x 16 x 224^2, ResNet-18, fp32) a step's peak RSS was ~330 MB above
+what was allocated at that moment (benchmarks/train_memory.py), and in the backward pass of the
+first SNN stage ~500 MB. gperftools' tcmalloc reuses freed spans of a size for the next request
+of that size and gives whole free spans back on request, so the same step peaked 20 % lower and
+ran ~20 % faster (README); it is a system library (Debian/Ubuntu: libtcmalloc-minimal4, conda:
+gperftools) that must be preloaded before the process's first malloc.
+- `allocator_for` / `restart_with_tcmalloc`: train.allocator, a process-wide choice made at start
+  (the command re-executes itself with tcmalloc in LD_PRELOAD);
+- `release_free_heap()`: every free page back to the system (glibc's malloc_trim(0), tcmalloc's
+  ReleaseFreeMemory); train.py runs it between forward and backward (and, on tcmalloc, after
+  the step);
+- `release_heap_at(modules)`: releases at the edges of the given modules, in the forward pass and
   again when backward reaches them, but only when the resident memory exceeds what is allocated
-  by more than `waste_mb`: a trim costs page faults later, when the pages are used again.
+  by more than `waste_mb`: a release costs page faults later, when the pages are used again.
 - the lean heap (`restart_with_lean_heap`, end of this file): glibc's tunables for mapping large
-  blocks on their own, so that freed activations do not stay resident; a process-wide choice made
-  at start.
-No library exposes these (they are glibc's own calls and tunables); elsewhere (macOS, Windows,
-musl) all are no-ops.
+  blocks on their own, so that freed activations do not stay resident.
+No library exposes these (they are the allocators' own calls and tunables); elsewhere (macOS,
+Windows, musl) all are no-ops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
+
+from respike_neuro.config.run import ALLOCATORS
 
 
 @functools.cache
@@ -61,14 +70,121 @@ def _mallinfo2() -> Callable[[], _MallInfo2] | None:
     return info
 
 
+# -- tcmalloc: which heap is in use, where to find it, and switching to it at start ---------------
+
+TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")  # gperftools' libraries, the small one first
+TCMALLOC_HINT = "Debian/Ubuntu: apt install libtcmalloc-minimal4; conda: conda install gperftools"
+
+
+@functools.cache
+def _tcmalloc() -> Any:
+    """This process's tcmalloc, where it is the malloc in use (preloaded), else None. Only loaded
+    (dlopen, not preloaded), it serves nothing: the global `malloc` is then glibc's."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        everything = ctypes.CDLL(None)
+        in_use = ctypes.cast(everything.malloc, ctypes.c_void_p).value
+        tc_malloc = ctypes.cast(everything.tc_malloc, ctypes.c_void_p).value  # malloc's alias in tcmalloc
+        everything.MallocExtension_GetNumericProperty.argtypes = [
+            ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)
+        ]
+        everything.MallocExtension_ReleaseFreeMemory.argtypes = []
+    except (OSError, AttributeError):
+        return None
+    return everything if in_use == tc_malloc else None
+
+
+def heap_in_use() -> str:
+    """The C heap behind this process's CPU tensors: "tcmalloc", "glibc" or "other" (macOS, musl...)."""
+    if _tcmalloc() is not None:
+        return "tcmalloc"
+    return "glibc" if _malloc_trim() is not None else "other"
+
+
+def tcmalloc_library() -> str | None:
+    """gperftools' tcmalloc on this system, for LD_PRELOAD: in this Python's or conda's lib folder,
+    else the loader's own search path (a bare soname, which LD_PRELOAD looks up there); or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for prefix in dict.fromkeys(filter(None, (sys.prefix, os.environ.get("CONDA_PREFIX")))):
+        for name in TCMALLOC_NAMES:
+            found = sorted(Path(prefix, "lib").glob(f"lib{name}.so*"))
+            if found:
+                return str(found[0])
+    for name in TCMALLOC_NAMES:
+        soname = ctypes.util.find_library(name)
+        if soname is not None:
+            return soname
+    return None
+
+
+def allocator_for(choice: str, device_type: str, *, lean_heap: bool = False) -> tuple[str, str]:
+    """(heap, why) for train.allocator on a device of `device_type`: heap is "tcmalloc" (why: its
+    library) or what the process has (glibc's malloc on Linux).
+
+    auto: tcmalloc for a CPU step where the system has it, unless train.lean_heap (glibc's tunables)
+    is asked for; elsewhere the process's own heap (CUDA: the host heap's choice was not measured).
+    An explicit tcmalloc that the system lacks is an error (RuntimeError) that says how to install it.
+    """
+    if choice not in ALLOCATORS:
+        raise ValueError(f"train.allocator must be one of {list(ALLOCATORS)}, got {choice!r}")
+    own = "glibc" if _malloc_trim() is not None else "the system's malloc"
+    if _tcmalloc() is not None:
+        return "tcmalloc", "preloaded already"
+    if choice == "glibc":
+        return own, "asked for"
+    if choice == "auto" and device_type != "cpu":
+        return own, f"auto on {device_type}: tcmalloc not measured there"
+    if choice == "auto" and lean_heap:
+        return own, "train.lean_heap is glibc's heap"
+    library = tcmalloc_library()
+    if library is None:
+        why = f"tcmalloc not found on this system ({TCMALLOC_HINT})"
+        if choice == "tcmalloc":
+            raise RuntimeError(f"train.allocator tcmalloc: {why}")
+        return own, why
+    return "tcmalloc", library
+
+
+def restart_with_tcmalloc(library: str) -> None:
+    """Re-execute this command (same interpreter, arguments and PID) with `library` first in
+    LD_PRELOAD, unless tcmalloc is this process's heap already; then return. A process whose
+    LD_PRELOAD names the library already but runs without it (the loader refused it) is not
+    restarted again: RuntimeError."""
+    if _tcmalloc() is not None:
+        return
+    preload = os.environ.get("LD_PRELOAD", "").replace(",", " ").split()
+    if library in preload:
+        raise RuntimeError(f"LD_PRELOAD names {library}, yet malloc is not tcmalloc's (loader refused it?)")
+    _restart({**os.environ, "LD_PRELOAD": " ".join([library, *preload])})
+
+
+def _restart(env: dict[str, str]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def release_free_heap() -> bool:
-    """Return the free pages of the C heap to the system; True if glibc did (False: not glibc)."""
+    """Return the free pages of the C heap to the system; True if the heap is glibc's (and it gave
+    something back) or tcmalloc's, False elsewhere."""
+    tcmalloc = _tcmalloc()
+    if tcmalloc is not None:
+        tcmalloc.MallocExtension_ReleaseFreeMemory()
+        return True
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))
 
 
 def allocated_mb() -> float | None:
-    """What malloc has handed out and not taken back (heap and mmapped blocks), in MB; None: not glibc."""
+    """What malloc has handed out and not taken back (heap and mmapped blocks), in MB; None: neither
+    glibc's heap nor tcmalloc."""
+    tcmalloc = _tcmalloc()
+    if tcmalloc is not None:
+        value = ctypes.c_size_t()
+        tcmalloc.MallocExtension_GetNumericProperty(b"generic.current_allocated_bytes", ctypes.byref(value))
+        return value.value / 2**20
     info = _mallinfo2()
     if info is None:
         return None
@@ -173,6 +289,4 @@ def restart_with_lean_heap() -> None:
     runs with it already or the system cannot give it (`lean_heap_unavailable`); then return."""
     if lean_heap_active() or lean_heap_unavailable() is not None:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], lean_heap_env())
+    _restart(lean_heap_env())

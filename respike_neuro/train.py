@@ -47,10 +47,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from respike_neuro.allocator import (
+    allocator_for,
+    heap_in_use,
     lean_heap_unavailable,
     release_free_heap,
     release_heap_at,
     restart_with_lean_heap,
+    restart_with_tcmalloc,
 )
 from respike_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from respike_neuro.cli import ArgumentParser, check_output_dir, guarded
@@ -346,8 +349,8 @@ def _micro_step(r: Run, clip: torch.Tensor, label: torch.Tensor, m: int) -> np.n
         with torch.autocast(r.device.type, dtype=dtype, enabled=r.amp_dtype is not None):
             logits = r.model(clip)
         loss = F.cross_entropy(logits.float(), label)
-        if t.lean_memory and r.device.type == "cpu":  # backward starts from what is live
-            release_free_heap()
+        if t.lean_memory and r.device.type == "cpu" and heap_in_use() == "glibc":
+            release_free_heap()  # backward starts from what is live (tcmalloc reuses its free spans)
         r.scaler.scale(loss / t.accum_steps).backward()
     return np.array((float(loss.detach()) * len(label), float((logits.argmax(1) == label).sum()), len(label)))
 
@@ -510,7 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     if argv is None:  # a command, not a call from Python: the process is ours to restart
-        _lean_heap(cfg)
+        try:
+            _choose_heap(cfg)
+        except RuntimeError as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 2
     try:
         return guarded(
             lambda: _train_and_report(cfg),
@@ -524,16 +531,23 @@ def main(argv: list[str] | None = None) -> int:
         cleanup_distributed()
 
 
-def _lean_heap(cfg: RunConfig) -> None:
-    """train.lean_heap on a CPU: restart this command with glibc's lean-heap tunables
-    (allocator.restart_with_lean_heap), or say in one line why the system cannot give it."""
-    if not cfg.train.lean_heap or resolve_device(cfg.train.device).type != "cpu":
-        return
-    why_not = lean_heap_unavailable()
-    if why_not is not None:
-        print(f"train.lean_heap: not available here ({why_not}); glibc's default heap", file=sys.stderr)
-        return
-    restart_with_lean_heap()
+def _choose_heap(cfg: RunConfig) -> None:
+    """train.allocator and train.lean_heap: restart this command with tcmalloc preloaded
+    (allocator.restart_with_tcmalloc) or with glibc's lean-heap tunables (restart_with_lean_heap)
+    where that changes something; otherwise one line says which heap the steps run on and why."""
+    t = cfg.train
+    device = resolve_device(t.device).type
+    heap, why = allocator_for(t.allocator, device, lean_heap=t.lean_heap)
+    if heap == "tcmalloc" and heap_in_use() != "tcmalloc":
+        restart_with_tcmalloc(why)
+    if t.lean_heap and device == "cpu":
+        why_not = lean_heap_unavailable()
+        if why_not is None:
+            restart_with_lean_heap()
+        else:
+            why = f"train.lean_heap not available here: {why_not}"
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per DDP rank
+        print(f"train.allocator {t.allocator}: {heap} ({why})", file=sys.stderr)
 
 
 def _train_and_report(cfg: RunConfig) -> int:

@@ -18,6 +18,25 @@ case "${1:-}" in
 esac
 have=$(cat "$stamp" 2>/dev/null || true)
 
+# gperftools' tcmalloc: training on a CPU runs on it where the system has it (train.allocator auto; a
+# lower peak and faster steps than glibc's malloc, README). A system library, not a Python package:
+# installed here where setup runs as root with apt (a container, CI) unless RESPIKE_NO_APT is set;
+# elsewhere one line says how, and training uses glibc's malloc.
+has_tcmalloc() {  # as respike_neuro.allocator.tcmalloc_library looks for it
+    "$PYTHON" -c "import ctypes.util as u; raise SystemExit(not any(map(u.find_library, ['tcmalloc_minimal', 'tcmalloc'])))"
+}
+if ! has_tcmalloc; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${RESPIKE_NO_APT:-}" ]; then
+        echo "setup: tcmalloc for CPU training (apt: libtcmalloc-minimal4)"
+        apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; }
+        apt_install || { apt-get update -q >/dev/null 2>&1 && apt_install; } \
+            || echo "setup: apt could not install libtcmalloc-minimal4; training uses glibc's malloc"
+    else
+        echo "setup: tcmalloc not found; CPU training uses glibc's malloc (for a lower peak and faster" \
+            "steps: sudo apt install libtcmalloc-minimal4, or conda install gperftools)"
+    fi
+fi
+
 # up to date: same inputs, and the tools too where asked for (a dev .venv serves `make run` as well)
 if { [ "$have" = "$ok" ] || [ "$have" = "$want dev" ]; } && "$VENV/bin/python" scripts/check_env.py >/dev/null 2>&1; then
     echo "setup: .venv up to date"

@@ -1,4 +1,5 @@
-"""allocator: the free pages of glibc's heap go back to the system, at once or at module edges."""
+"""allocator: the C heap a step runs on (glibc's or tcmalloc), and its free pages going back to the
+system, at once or at module edges."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 
 from respike_neuro import allocator
 from respike_neuro.allocator import (
-    _malloc_trim,
     allocated_mb,
     release_free_heap,
     release_heap_at,
@@ -21,8 +21,8 @@ from respike_neuro.allocator import (
 
 
 def test_freed_heap_memory_leaves_the_process_after_a_trim():
-    if _malloc_trim() is None:
-        pytest.skip("not glibc: release_free_heap is a no-op here")
+    if allocator.heap_in_use() != "glibc":
+        pytest.skip("not glibc's heap: malloc_trim's holes are glibc's")
     # 96 kB blocks stay below glibc's mmap threshold: they come from the heap, and freeing every
     # other one leaves holes the heap cannot give back by itself
     blocks = [np.ones(24_000, dtype=np.float32) for _ in range(3000)]  # ~275 MB, touched
@@ -146,3 +146,104 @@ def test_lean_heap_gives_freed_blocks_back_at_once():
         assert out[0] == str(lean)
         rss[lean] = float(out[1])
     assert rss[False] - rss[True] > 100, rss  # ~160 MB of holes
+
+
+# -- tcmalloc ----------------------------------------------------------------------------------------
+
+
+def test_tcmalloc_library_prefers_this_pythons_lib_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(allocator.sys, "prefix", str(tmp_path))
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: None)
+    assert allocator.tcmalloc_library() is None
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libtcmalloc.so.4").write_bytes(b"")
+    assert allocator.tcmalloc_library() == str(tmp_path / "lib" / "libtcmalloc.so.4")
+    (tmp_path / "lib" / "libtcmalloc_minimal.so.4").write_bytes(b"")  # the small one first
+    assert allocator.tcmalloc_library() == str(tmp_path / "lib" / "libtcmalloc_minimal.so.4")
+    (tmp_path / "lib").rename(tmp_path / "elsewhere")
+    found = {"tcmalloc_minimal": None, "tcmalloc": "libtcmalloc.so.4"}
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", found.get)
+    assert allocator.tcmalloc_library() == "libtcmalloc.so.4"  # the loader's path: a bare soname
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "lean_heap", "library", "heap", "why"),
+    [
+        ("auto", "cpu", False, "/x/libtcmalloc_minimal.so.4", "tcmalloc", "/x/libtcmalloc_minimal.so.4"),
+        ("auto", "cpu", False, None, "glibc", "apt install libtcmalloc-minimal4"),
+        ("auto", "cuda", False, "/x/libtcmalloc.so", "glibc", "not measured"),
+        ("auto", "cpu", True, "/x/libtcmalloc.so", "glibc", "lean_heap"),
+        ("glibc", "cpu", False, "/x/libtcmalloc.so", "glibc", "asked for"),
+        ("tcmalloc", "cuda", False, "/x/libtcmalloc.so", "tcmalloc", "/x/libtcmalloc.so"),
+        ("tcmalloc", "cpu", False, None, RuntimeError, "train.allocator tcmalloc: tcmalloc not found"),
+        ("jemalloc", "cpu", False, None, ValueError, "train.allocator must be one of"),
+    ],
+)
+def test_allocator_for_picks_tcmalloc_only_where_it_is_and_helps(
+    monkeypatch, choice, device, lean_heap, library, heap, why
+):
+    monkeypatch.setattr(allocator, "_tcmalloc", lambda: None)
+    monkeypatch.setattr(allocator, "_malloc_trim", lambda: print)  # a glibc process
+    monkeypatch.setattr(allocator, "tcmalloc_library", lambda: library)
+    if isinstance(heap, type):
+        with pytest.raises(heap, match=why):
+            allocator.allocator_for(choice, device, lean_heap=lean_heap)
+        return
+    got, reason = allocator.allocator_for(choice, device, lean_heap=lean_heap)
+    assert got == heap and why in reason
+
+
+def test_allocator_for_keeps_a_preloaded_tcmalloc(monkeypatch):
+    monkeypatch.setattr(allocator, "_tcmalloc", lambda: object())
+    assert allocator.allocator_for("glibc", "cpu") == ("tcmalloc", "preloaded already")
+
+
+def test_restart_with_tcmalloc_preloads_it_first_and_never_loops(monkeypatch):
+    execs = []
+    monkeypatch.setattr(allocator.os, "execve", lambda *a: execs.append(a))
+    monkeypatch.setattr(allocator, "_tcmalloc", lambda: object())
+    allocator.restart_with_tcmalloc("/x/libtcmalloc.so")  # in use already
+    assert execs == []
+    monkeypatch.setattr(allocator, "_tcmalloc", lambda: None)
+    monkeypatch.setenv("LD_PRELOAD", "/y/libmine.so")
+    allocator.restart_with_tcmalloc("/x/libtcmalloc.so")
+    (path, argv, env), = execs
+    assert path == sys.executable and argv[1:] == sys.orig_argv[1:]
+    assert env["LD_PRELOAD"] == "/x/libtcmalloc.so /y/libmine.so"  # the user's preload kept, after it
+    monkeypatch.setenv("LD_PRELOAD", env["LD_PRELOAD"])  # restarted, yet still glibc's malloc
+    with pytest.raises(RuntimeError, match="loader refused"):
+        allocator.restart_with_tcmalloc("/x/libtcmalloc.so")
+    assert len(execs) == 1
+
+
+_TCMALLOC = """
+import os
+import numpy as np
+from respike_neuro import allocator
+heap, where = allocator.allocator_for("auto", "cpu")
+if heap == "tcmalloc":
+    allocator.restart_with_tcmalloc(where)
+base = allocator.allocated_mb()
+big = np.ones(50_000_000)  # 400 MB, touched
+grown = allocator.allocated_mb() - base
+del big
+held = allocator.resident_mb()
+released = allocator.release_free_heap()
+print(os.getpid(), allocator.heap_in_use(), grown, released, held - allocator.resident_mb())
+"""
+
+
+def test_a_command_restarts_itself_on_tcmalloc_and_gives_freed_memory_back():
+    """In a fresh process: auto finds tcmalloc, the command re-executes itself with it preloaded (same
+    PID), tcmalloc serves the tensors (its own count sees 400 MB), and a release returns freed spans."""
+    if allocator.tcmalloc_library() is None:
+        pytest.skip(f"tcmalloc not on this system ({allocator.TCMALLOC_HINT})")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    proc = subprocess.Popen([sys.executable, "-c", _TCMALLOC], env=env, stdout=subprocess.PIPE, text=True)
+    out = proc.communicate(timeout=120)[0].split()
+    assert proc.returncode == 0
+    pid, heap, grown, released, returned = out
+    assert int(pid) == proc.pid and heap == "tcmalloc"
+    assert 380 < float(grown) < 420 and released == "True"
+    assert float(returned) > 300, out  # tcmalloc keeps a freed 400 MB span until told

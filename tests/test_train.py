@@ -15,6 +15,7 @@ import torch
 import yaml
 from respike_tests_helpers import lively_model
 
+from respike_neuro import allocator as alloc_mod
 from respike_neuro import train as train_mod
 from respike_neuro.checkpoint import load_checkpoint, load_model
 from respike_neuro.config import VARIANTS, TrainConfig
@@ -149,6 +150,8 @@ def test_precedence_file_variant_cli(tmp_path):
         ({}, {"train.memory_format": "nhwc"}, r"train\.memory_format must be auto, channels_last or cont"),
         ({}, {"data.frames": 8}, r"data\.frames=8 differs from model\.frames=4"),
         ({}, {"train.heap_release_mb": -1}, r"train\.heap_release_mb must be >= 0, got -1"),
+        ({}, {"train.allocator": "jemalloc"}, r"train\.allocator must be auto, tcmalloc or glibc, got 'jem"),
+        ({}, {"train.allocator": "tcmalloc", "train.lean_heap": True}, r"train\.lean_heap is glibc's heap"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, values, overrides, pattern):
@@ -228,9 +231,10 @@ def test_shipped_configs_parse(name):
     assert cfg.train.schedule == "cosine"
 
 
-@pytest.mark.parametrize("lean", [True, False])
-def test_train_step_follows_lean_memory(monkeypatch, lean):
-    """train.lean_memory switches the lean backward, the heap trim and the SGD update inside backward
+@pytest.mark.parametrize(("lean", "heap"), [(True, "glibc"), (False, "glibc"), (True, "tcmalloc")])
+def test_train_step_follows_lean_memory(monkeypatch, lean, heap):
+    """train.lean_memory switches the lean backward, glibc's heap trim before backward (tcmalloc
+    reuses its free spans: a release there raised the peak) and the SGD update inside backward
     together, and the two steps it takes are the plain ones (tests/models/test_memory.py checks the
     gradients op by op, tests/test_sgd_in_backward.py the update)."""
     seen = {"plain": [], "trims": 0}
@@ -242,6 +246,7 @@ def test_train_step_follows_lean_memory(monkeypatch, lean):
 
     monkeypatch.setattr(train_mod, "plain_backward", recording_plain)
     monkeypatch.setattr(train_mod, "release_free_heap", lambda: seen.__setitem__("trims", seen["trims"] + 1))
+    monkeypatch.setattr(train_mod, "heap_in_use", lambda: heap)
     runs = []
     for lean_memory in (lean, not lean):
         model = lively_model(seed=5).train()
@@ -263,7 +268,8 @@ def test_train_step_follows_lean_memory(monkeypatch, lean):
         grads_kept = [p.grad is not None for p in model.parameters()]
         assert all(grads_kept) if not lean_memory else not any(grads_kept)  # SGD ran inside backward
         runs.append((batches, [p.detach().clone() for p in model.parameters()]))
-    assert seen["plain"] == [not lean, not lean, lean, lean] and seen["trims"] == 2
+    assert seen["plain"] == [not lean, not lean, lean, lean]
+    assert seen["trims"] == (2 if heap == "glibc" else 0)  # before each lean step's backward, on glibc
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6)
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         torch.testing.assert_close(a, b)
@@ -294,22 +300,54 @@ def test_heap_release_at_the_edges_only_when_asked(monkeypatch, heap_release_mb,
 
 
 @pytest.mark.parametrize(
-    ("lean_heap", "device", "restarts"), [(True, "cpu", 1), (False, "cpu", 0), (True, "cuda", 0)]
+    ("allocator", "lean_heap", "device", "found", "restarts"),
+    [
+        ("auto", False, "cpu", True, ["tcmalloc"]),
+        ("auto", False, "cpu", False, []),
+        ("auto", True, "cpu", True, ["lean"]),
+        ("auto", False, "cuda", True, []),
+        ("glibc", False, "cpu", True, []),
+        ("glibc", True, "cpu", True, ["lean"]),
+        ("glibc", True, "cuda", True, []),
+    ],
 )
-def test_lean_heap_restarts_only_a_cpu_command_that_asks(monkeypatch, lean_heap, device, restarts):
-    """train.lean_heap on a CPU restarts the command (allocator.restart_with_lean_heap, tested in
-    tests/test_allocator.py); main() called from Python (argv given) never replaces its caller."""
+def test_a_cpu_command_restarts_on_the_heap_it_asks_for(
+    monkeypatch, capsys, allocator, lean_heap, device, found, restarts
+):
+    """train.allocator auto restarts a CPU command with tcmalloc preloaded where the system has it,
+    train.lean_heap with glibc's tunables (allocator.restart_with_*, tested in tests/test_allocator.py);
+    one line says which heap and why. main() called from Python (argv given) never replaces its caller."""
     calls = []
-    monkeypatch.setattr(train_mod, "restart_with_lean_heap", lambda: calls.append(1))
+    monkeypatch.setattr(train_mod, "restart_with_lean_heap", lambda: calls.append("lean"))
+    monkeypatch.setattr(train_mod, "restart_with_tcmalloc", lambda library: calls.append("tcmalloc"))
     monkeypatch.setattr(train_mod, "lean_heap_unavailable", lambda: None)
     monkeypatch.setattr(train_mod, "resolve_device", lambda _name: torch.device(device))
-    cfg = types.SimpleNamespace(train=TrainConfig(lean_heap=lean_heap))
-    train_mod._lean_heap(cfg)
-    assert len(calls) == restarts
+    monkeypatch.setattr(alloc_mod, "_tcmalloc", lambda: None)
+    library = "/x/libtcmalloc_minimal.so.4" if found else None
+    monkeypatch.setattr(alloc_mod, "tcmalloc_library", lambda: library)
+    cfg = types.SimpleNamespace(train=TrainConfig(allocator=allocator, lean_heap=lean_heap))
+    train_mod._choose_heap(cfg)
+    assert calls == restarts
+    if not restarts:  # the restarted process says it
+        line = capsys.readouterr().err.strip()
+        assert line.startswith(f"train.allocator {allocator}: glibc (")
+        assert ("libtcmalloc-minimal4" in line) == (not found and device == "cpu" and allocator == "auto")
     monkeypatch.setattr(train_mod, "lean_heap_unavailable", lambda: "no huge pages")
-    train_mod._lean_heap(cfg)  # the system cannot: one line why, no restart
-    assert len(calls) == restarts
-    monkeypatch.setattr(train_mod, "_lean_heap", lambda cfg: calls.append("restart"))
+    calls.clear()
+    train_mod._choose_heap(cfg)  # the system cannot give the lean heap: one line why, no restart
+    assert "lean" not in calls
+    if lean_heap and device == "cpu":
+        assert "train.lean_heap not available here: no huge pages" in capsys.readouterr().err
+    monkeypatch.setattr(train_mod, "_choose_heap", lambda cfg: calls.append("restart"))
     monkeypatch.setattr(train_mod, "_train_and_report", lambda cfg: 0)
     assert train_mod.main(["--set", "train.lean_heap=true", "train.device=cpu"]) == 0
     assert "restart" not in calls
+
+
+def test_an_explicit_tcmalloc_the_system_lacks_stops_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(alloc_mod, "_tcmalloc", lambda: None)
+    monkeypatch.setattr(alloc_mod, "tcmalloc_library", lambda: None)
+    monkeypatch.setattr(train_mod, "_train_and_report", lambda cfg: pytest.fail("trained without tcmalloc"))
+    monkeypatch.setattr(sys, "argv", ["train", "--set", "train.allocator=tcmalloc", "train.device=cpu"])
+    assert train_mod.main() == 2
+    assert "train.allocator tcmalloc: tcmalloc not found on this system" in capsys.readouterr().err
