@@ -227,7 +227,7 @@ def print_report(r: dict) -> None:
     for name, s in r["phases_mb"].items():
         print(f"  {name:<50} {s['rss_mb']:6.0f} {s['hwm_mb']:6.0f}")
     if g["held_mb"] is not None:
-        print(f"held for the backward pass after the forward pass (mallinfo2): {g['held_mb']:.0f} MB")
+        print(f"held for the backward pass after the forward pass (malloc's count): {g['held_mb']:.0f} MB")
     print(
         f"saved for backward, as the graph hands them out: {g['total_mb']:.0f} MB "
         f"(of which conv inputs of exactly-0/1 floats: {g['binary_0_1_mb']:.0f} MB); this counts\n"

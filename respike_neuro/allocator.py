@@ -11,8 +11,8 @@ gperftools) that must be preloaded before the process's first malloc.
 - `allocator_for` / `restart_with_tcmalloc`: train.allocator, a process-wide choice made at start
   (the command re-executes itself with tcmalloc in LD_PRELOAD);
 - `release_free_heap()`: every free page back to the system (glibc's malloc_trim(0), tcmalloc's
-  ReleaseFreeMemory); train.py runs it between forward and backward (and, on tcmalloc, after
-  the step);
+  ReleaseFreeMemory); train.py runs it between forward and backward on glibc's heap (on tcmalloc
+  a release there raised the peak: returned spans come back as new pages);
 - `release_heap_at(modules)`: releases at the edges of the given modules, in the forward pass and
   again when backward reaches them, but only when the resident memory exceeds what is allocated
   by more than `waste_mb`: a release costs page faults later, when the pages are used again.
@@ -131,7 +131,8 @@ def allocator_for(choice: str, device_type: str, *, lean_heap: bool = False) -> 
         raise ValueError(f"train.allocator must be one of {list(ALLOCATORS)}, got {choice!r}")
     own = "glibc" if _malloc_trim() is not None else "the system's malloc"
     if _tcmalloc() is not None:
-        return "tcmalloc", "preloaded already"
+        preload = os.environ.get("LD_PRELOAD", "").replace(",", " ").split()
+        return "tcmalloc", next((f"{p} preloaded" for p in preload if "tcmalloc" in p), "preloaded")
     if choice == "glibc":
         return own, "asked for"
     if choice == "auto" and device_type != "cpu":

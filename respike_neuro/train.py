@@ -540,7 +540,7 @@ def _choose_heap(cfg: RunConfig) -> None:
     heap, why = allocator_for(t.allocator, device, lean_heap=t.lean_heap)
     if heap == "tcmalloc" and heap_in_use() != "tcmalloc":
         restart_with_tcmalloc(why)
-    if t.lean_heap and device == "cpu":
+    if t.lean_heap and device == "cpu" and heap != "tcmalloc":  # glibc's tunables: nothing on tcmalloc
         why_not = lean_heap_unavailable()
         if why_not is None:
             restart_with_lean_heap()

@@ -196,7 +196,8 @@ def test_allocator_for_picks_tcmalloc_only_where_it_is_and_helps(
 
 def test_allocator_for_keeps_a_preloaded_tcmalloc(monkeypatch):
     monkeypatch.setattr(allocator, "_tcmalloc", lambda: object())
-    assert allocator.allocator_for("glibc", "cpu") == ("tcmalloc", "preloaded already")
+    monkeypatch.setenv("LD_PRELOAD", "/y/libmine.so /x/libtcmalloc.so.4")
+    assert allocator.allocator_for("glibc", "cpu") == ("tcmalloc", "/x/libtcmalloc.so.4 preloaded")
 
 
 def test_restart_with_tcmalloc_preloads_it_first_and_never_loops(monkeypatch):

@@ -167,8 +167,9 @@ class TrainConfig:
     heap_release_mb: float = field(
         default=0.0,
         metadata=_help(
-            "CPU: also trim the C heap at each stage's edges when more than this many MB of freed memory "
-            "is resident (0: off; 128: about half the authors' peak at the reference config, README)"
+            "CPU: also release the C heap's free memory at each stage's edges when more than this many MB "
+            "of it is resident (0: off; 64 on tcmalloc: under half the authors' peak at the reference "
+            "config, in less than their time, README)"
         ),
     )
     allocator: str = field(
