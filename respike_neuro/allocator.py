@@ -29,6 +29,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import platform
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -119,12 +120,14 @@ def tcmalloc_library() -> str | None:
     return None
 
 
-def allocator_for(choice: str, device_type: str, *, lean_heap: bool = False) -> tuple[str, str]:
-    """(heap, why) for train.allocator on a device of `device_type`: heap is "tcmalloc" (why: its
-    library) or what the process has (glibc's malloc on Linux).
+def allocator_for(
+    choice: str, device_type: str, *, lean_heap: bool = False, machine: str | None = None
+) -> tuple[str, str]:
+    """(heap, why) for train.allocator on a device of `device_type` (`machine`: platform.machine(),
+    for tests): heap is "tcmalloc" (why: its library) or what the process has (glibc's on Linux).
 
-    auto: tcmalloc for a CPU step where the system has it, unless train.lean_heap (glibc's tunables)
-    is asked for; elsewhere the process's own heap (CUDA: the host heap's choice was not measured).
+    auto: tcmalloc for a step on an x86-64 CPU where the system has it, unless train.lean_heap
+    (glibc's tunables) is asked for; elsewhere the process's own heap (CUDA, ARM: not measured).
     An explicit tcmalloc that the system lacks is an error (RuntimeError) that says how to install it.
     """
     if choice not in ALLOCATORS:
@@ -135,8 +138,11 @@ def allocator_for(choice: str, device_type: str, *, lean_heap: bool = False) -> 
         return "tcmalloc", next((f"{p} preloaded" for p in preload if "tcmalloc" in p), "preloaded")
     if choice == "glibc":
         return own, "asked for"
+    machine = machine or platform.machine()
     if choice == "auto" and device_type != "cpu":
         return own, f"auto on {device_type}: tcmalloc not measured there"
+    if choice == "auto" and machine.lower() not in ("x86_64", "amd64"):
+        return own, f"auto on an {machine} CPU: tcmalloc not measured there"
     if choice == "auto" and lean_heap:
         return own, "train.lean_heap is glibc's heap"
     library = tcmalloc_library()

@@ -173,9 +173,11 @@ def test_tcmalloc_library_prefers_this_pythons_lib_folder(monkeypatch, tmp_path)
         ("auto", "cpu", False, "/x/libtcmalloc_minimal.so.4", "tcmalloc", "/x/libtcmalloc_minimal.so.4"),
         ("auto", "cpu", False, None, "glibc", "apt install libtcmalloc-minimal4"),
         ("auto", "cuda", False, "/x/libtcmalloc.so", "glibc", "not measured"),
+        ("auto", "arm", False, "/x/libtcmalloc.so", "glibc", "auto on an aarch64 CPU: tcmalloc not measured"),
         ("auto", "cpu", True, "/x/libtcmalloc.so", "glibc", "lean_heap"),
         ("glibc", "cpu", False, "/x/libtcmalloc.so", "glibc", "asked for"),
         ("tcmalloc", "cuda", False, "/x/libtcmalloc.so", "tcmalloc", "/x/libtcmalloc.so"),
+        ("tcmalloc", "arm", False, "/x/libtcmalloc.so", "tcmalloc", "/x/libtcmalloc.so"),
         ("tcmalloc", "cpu", False, None, RuntimeError, "train.allocator tcmalloc: tcmalloc not found"),
         ("jemalloc", "cpu", False, None, ValueError, "train.allocator must be one of"),
     ],
@@ -183,14 +185,16 @@ def test_tcmalloc_library_prefers_this_pythons_lib_folder(monkeypatch, tmp_path)
 def test_allocator_for_picks_tcmalloc_only_where_it_is_and_helps(
     monkeypatch, choice, device, lean_heap, library, heap, why
 ):
+    machine = "aarch64" if device == "arm" else "x86_64"
+    device = "cpu" if device == "arm" else device
     monkeypatch.setattr(allocator, "_tcmalloc", lambda: None)
     monkeypatch.setattr(allocator, "_malloc_trim", lambda: print)  # a glibc process
     monkeypatch.setattr(allocator, "tcmalloc_library", lambda: library)
     if isinstance(heap, type):
         with pytest.raises(heap, match=why):
-            allocator.allocator_for(choice, device, lean_heap=lean_heap)
+            allocator.allocator_for(choice, device, lean_heap=lean_heap, machine=machine)
         return
-    got, reason = allocator.allocator_for(choice, device, lean_heap=lean_heap)
+    got, reason = allocator.allocator_for(choice, device, lean_heap=lean_heap, machine=machine)
     assert got == heap and why in reason
 
 

@@ -323,6 +323,7 @@ def test_a_cpu_command_restarts_on_the_heap_it_asks_for(
     monkeypatch.setattr(train_mod, "lean_heap_unavailable", lambda: None)
     monkeypatch.setattr(train_mod, "resolve_device", lambda _name: torch.device(device))
     monkeypatch.setattr(alloc_mod, "_tcmalloc", lambda: None)
+    monkeypatch.setattr(alloc_mod.platform, "machine", lambda: "x86_64")  # auto's choice there
     library = "/x/libtcmalloc_minimal.so.4" if found else None
     monkeypatch.setattr(alloc_mod, "tcmalloc_library", lambda: library)
     cfg = types.SimpleNamespace(train=TrainConfig(allocator=allocator, lean_heap=lean_heap))

@@ -175,8 +175,9 @@ class TrainConfig:
     allocator: str = field(
         default="auto",
         metadata=_help(
-            "CPU, Linux: the C heap of the training process: auto (tcmalloc where the system has it: "
-            "a lower peak and faster steps, README; else glibc), tcmalloc (an error without it), glibc"
+            "CPU, Linux: the C heap of the training process: auto (tcmalloc on an x86-64 CPU where the "
+            "system has it: a lower peak and faster steps, README; else glibc), tcmalloc (an error "
+            "without it), glibc"
         ),
     )
     lean_heap: bool = field(
