@@ -131,8 +131,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heap-release-mb", type=float, default=0.0,
                    help="train.heap_release_mb: also trim at stage edges above this much resident waste")
     p.add_argument("--allocator", default="auto", choices=ALLOCATORS,
-                   help="train.allocator: the C heap (auto: tcmalloc where the system has it, on a CPU, "
-                   "without --lean-heap; the command restarts itself with it preloaded)")
+                   help="train.allocator: the C heap (auto: tcmalloc on an x86-64 CPU where the system has "
+                   "it, without --lean-heap; the command restarts itself with it preloaded)")
     p.add_argument("--lean-heap", action="store_true",
                    help="train.lean_heap: restart with glibc's blocks >= 2 MB mapped in huge pages "
                    "(respike_neuro/allocator.py)")

@@ -18,14 +18,14 @@ case "${1:-}" in
 esac
 have=$(cat "$stamp" 2>/dev/null || true)
 
-# gperftools' tcmalloc: training on a CPU runs on it where the system has it (train.allocator auto; a
-# lower peak and faster steps than glibc's malloc, README). A system library, not a Python package:
-# installed here where setup runs as root with apt (a container, CI) unless RESPIKE_NO_APT is set;
-# elsewhere one line says how, and training uses glibc's malloc.
-has_tcmalloc() {  # as respike_neuro.allocator.tcmalloc_library looks for it
+# gperftools' tcmalloc: training on an x86-64 CPU runs on it where the system has it (train.allocator
+# auto; a lower peak and faster steps than glibc's malloc, README). A system library, not a Python
+# package: installed here where setup runs as root with apt (a container, CI) unless RESPIKE_NO_APT is
+# set; elsewhere one line says how, and training uses glibc's malloc.
+has_tcmalloc() {  # on the loader's path, where respike_neuro.allocator.tcmalloc_library looks last
     "$PYTHON" -c "import ctypes.util as u; raise SystemExit(not any(map(u.find_library, ['tcmalloc_minimal', 'tcmalloc'])))"
 }
-if ! has_tcmalloc; then
+if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] && ! has_tcmalloc; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${RESPIKE_NO_APT:-}" ]; then
         echo "setup: tcmalloc for CPU training (apt: libtcmalloc-minimal4)"
         apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; }
