@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from respike_neuro.allocator import TCMALLOC_HINT, tcmalloc_library
+from respike_neuro.allocator import TCMALLOC_HINT, preload_env, tcmalloc_library
 
 HERE = Path(__file__).resolve().parent
 SHOWN_FLAGS = (
@@ -58,7 +58,7 @@ def machine_line() -> str:
 def run_one(cmd: list[str], threads: int, timeout: float, preload: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if preload:
-        env["LD_PRELOAD"] = " ".join([preload, *env.get("LD_PRELOAD", "").split()])
+        env = preload_env(preload, env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -31,7 +31,7 @@ import functools
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +134,8 @@ def allocator_for(
         raise ValueError(f"train.allocator must be one of {list(ALLOCATORS)}, got {choice!r}")
     own = "glibc" if _malloc_trim() is not None else "the system's malloc"
     if _tcmalloc() is not None:
-        preload = os.environ.get("LD_PRELOAD", "").replace(",", " ").split()
-        return "tcmalloc", next((f"{p} preloaded" for p in preload if "tcmalloc" in p), "preloaded")
+        named = [p for p in _preloads(os.environ) if "tcmalloc" in p]
+        return "tcmalloc", f"{named[0]} preloaded" if named else "preloaded"
     if choice == "glibc":
         return own, "asked for"
     machine = machine or platform.machine()
@@ -161,10 +161,20 @@ def restart_with_tcmalloc(library: str) -> None:
     restarted again: RuntimeError."""
     if _tcmalloc() is not None:
         return
-    preload = os.environ.get("LD_PRELOAD", "").replace(",", " ").split()
-    if library in preload:
+    if library in _preloads(os.environ):
         raise RuntimeError(f"LD_PRELOAD names {library}, yet malloc is not tcmalloc's (loader refused it?)")
-    _restart({**os.environ, "LD_PRELOAD": " ".join([library, *preload])})
+    _restart(preload_env(library))
+
+
+def preload_env(library: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with `library` first in LD_PRELOAD, the others kept after it."""
+    env = dict(os.environ) if env is None else dict(env)
+    env["LD_PRELOAD"] = " ".join([library, *_preloads(env)])
+    return env
+
+
+def _preloads(env: Mapping[str, str]) -> list[str]:
+    return env.get("LD_PRELOAD", "").replace(":", " ").split()  # ld.so: separated by spaces or colons
 
 
 def _restart(env: dict[str, str]) -> None:

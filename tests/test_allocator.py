@@ -211,11 +211,11 @@ def test_restart_with_tcmalloc_preloads_it_first_and_never_loops(monkeypatch):
     allocator.restart_with_tcmalloc("/x/libtcmalloc.so")  # in use already
     assert execs == []
     monkeypatch.setattr(allocator, "_tcmalloc", lambda: None)
-    monkeypatch.setenv("LD_PRELOAD", "/y/libmine.so")
+    monkeypatch.setenv("LD_PRELOAD", "/y/libmine.so:/z/libother.so")
     allocator.restart_with_tcmalloc("/x/libtcmalloc.so")
     (path, argv, env), = execs
     assert path == sys.executable and argv[1:] == sys.orig_argv[1:]
-    assert env["LD_PRELOAD"] == "/x/libtcmalloc.so /y/libmine.so"  # the user's preload kept, after it
+    assert env["LD_PRELOAD"] == "/x/libtcmalloc.so /y/libmine.so /z/libother.so"  # the user's kept, after it
     monkeypatch.setenv("LD_PRELOAD", env["LD_PRELOAD"])  # restarted, yet still glibc's malloc
     with pytest.raises(RuntimeError, match="loader refused"):
         allocator.restart_with_tcmalloc("/x/libtcmalloc.so")

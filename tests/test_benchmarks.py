@@ -141,3 +141,20 @@ def test_train_step_restarts_itself_with_the_lean_heap():
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=True).stdout
     result = json.loads(out.splitlines()[-1])
     assert result["lean_heap"] is (allocator.lean_heap_unavailable() is None)
+
+
+def test_vs_authors_runs_the_authors_code_on_tcmalloc_when_asked(monkeypatch):
+    """--authors-allocator tcmalloc preloads the library into the authors' process only, first."""
+    bench = _load("vs_authors")
+    seen = []
+
+    def fake_run(cmd, *, env, **_kwargs):
+        seen.append(env.get("LD_PRELOAD"))
+        out = '{"s_per_step": 1.0, "peak_rss_mb": 9.0}\n'
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setenv("LD_PRELOAD", "/y/libmine.so")
+    assert bench.run_one(["x"], 2, 10.0)["peak_rss_mb"] == 9.0
+    bench.run_one(["x"], 2, 10.0, "/x/libtcmalloc_minimal.so.4")
+    assert seen == ["/y/libmine.so", "/x/libtcmalloc_minimal.so.4 /y/libmine.so"]
